@@ -1,0 +1,47 @@
+"""`hvt evaluate`: evaluate a registered model version on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hvt import storage
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("evaluate", help="top-1/top-5, GFLOPs and halting stats of a registered model")
+    parser.add_argument("model", help="registered model name (see `hvt registry list`)")
+    parser.add_argument("--ref", default="champion", help="vN, latest or an alias (default champion)")
+    parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
+    parser.add_argument("--dataset", required=True, help="dataset name in the store")
+    parser.add_argument("--dataset-version", default=None, help="default: newest")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hvt.stages import evaluate_registered
+    from hvt.train.ray_env import ensure_ray
+
+    ensure_ray(None)
+    metrics = evaluate_registered(
+        storage.resolve_store(args.store),
+        args.model,
+        args.ref,
+        dataset_name=args.dataset,
+        dataset_version=args.dataset_version,
+        split=args.split,
+        batch_size=args.batch_size,
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        split = args.split
+        print(
+            f"{metrics['model']} {metrics['version']} on {metrics['eval_set']}: "
+            f"top-1 {metrics[f'{split}_top1']:.3f}, top-5 {metrics[f'{split}_top5']:.3f}, "
+            f"{metrics.get('gflops_mean', 0.0):.3f} GFLOPs/clip over {metrics.get('clips', 0)} clips"
+        )
+    return 0

@@ -1,0 +1,77 @@
+"""`hvt registry list|show|promote`: versions, metrics and aliases in the store's registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hvt import registry, storage
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("registry", help="list, show and promote registered model versions")
+    sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+
+    listing = sub.add_parser("list", help="versions with their metrics and paths")
+    listing.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
+    listing.add_argument("--model", default=None, help="only this registered model")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=run_list)
+
+    show = sub.add_parser("show", help="one version: metrics, files, lineage")
+    show.add_argument("model")
+    show.add_argument("ref", nargs="?", default="champion", help="vN, latest or an alias (default champion)")
+    show.add_argument("--store", default=None)
+    show.set_defaults(func=run_show)
+
+    promote = sub.add_parser("promote", help="point the champion alias at a version (by hand)")
+    promote.add_argument("model")
+    promote.add_argument("version", help="vN")
+    promote.add_argument("--store", default=None)
+    promote.add_argument("--alias", default=registry.CHAMPION)
+    promote.set_defaults(func=run_promote)
+
+
+def _row(version: registry.RegistryVersion, aliases: dict[str, str | None]) -> dict:
+    row = version.as_dict()
+    row["aliases"] = [registry.CHAMPION] if aliases.get(version.model) == version.version else []
+    metrics = version.metrics
+    row["val_top1"] = metrics.get("val_top1")
+    row["val_top5"] = metrics.get("val_top5")
+    row["num_classes"] = metrics.get("num_classes")
+    row["checkpoint"] = storage.join(version.path, "model.pt")
+    row["report"] = storage.join(version.path, "report.md")
+    return row
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = storage.resolve_store(args.store)
+    versions = registry.list_versions(store, args.model)
+    aliases = {m: registry.get_alias(store, m) for m in {v.model for v in versions}}
+    rows = [_row(v, aliases) for v in versions]
+    if args.json:
+        print(json.dumps({"store": store, "versions": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"no registered models in {registry.registry_root(store)}")
+        return 0
+    print(f"{'model':32} {'version':8} {'top1':>6} {'top5':>6} {'classes':>7}  alias     path")
+    for row in rows:
+        top1 = f"{row['val_top1']:.3f}" if row["val_top1"] is not None else "-"
+        top5 = f"{row['val_top5']:.3f}" if row["val_top5"] is not None else "-"
+        alias = ",".join(row["aliases"]) or "-"
+        print(f"{row['model']:32} {row['version']:8} {top1:>6} {top5:>6} {row['num_classes']!s:>7}  {alias:9} {row['path']}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    version = registry.get_version(storage.resolve_store(args.store), args.model, args.ref)
+    print(json.dumps(version.as_dict(), indent=2))
+    return 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    store = storage.resolve_store(args.store)
+    registry.set_alias(store, args.model, args.version, alias=args.alias, reason="promoted by hand")
+    print(f"{args.model}: {args.alias} -> {args.version}")
+    return 0

@@ -1,0 +1,133 @@
+"""`hvt train`: train on a sharded dataset with Ray Train, then evaluate and register the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from hvt import storage
+from hvt.config import TrainConfig
+from hvt.errors import InputError
+
+_SAMPLING_RE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
+
+
+def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that build a ``TrainConfig`` (shared by `hvt train` and anything else that trains)."""
+    parser.add_argument("--config", default=None, help="TrainConfig as a JSON file; flags below override it")
+    parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
+    parser.add_argument("--dataset", default=None, help="dataset name in the store")
+    parser.add_argument("--dataset-version", default=None, help="dataset version (default: newest)")
+    parser.add_argument("--model", default=None, help="model variant, e.g. haltingvt-micro-g05-b10")
+    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="model override as in create_model (repeatable), e.g. keep_rate=0.5")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per worker per step")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="Ray Train workers")
+    parser.add_argument("--cpus-per-worker", type=float, default=None)
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
+    parser.add_argument("--sampling", default=None, help="frames x interval x clips, e.g. 8x32x1")
+    parser.add_argument("--crop-size", type=int, default=None)
+    parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise InputError(f"--model-override {text!r}: expected KEY=VALUE, e.g. keep_rate=0.5")
+    key, raw = text.split("=", 1)
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base: dict[str, Any] = {}
+    if args.config:
+        try:
+            base = json.loads(storage.read_text(args.config))
+        except FileNotFoundError as err:
+            raise InputError(f"--config {args.config}: file not found") from err
+        except json.JSONDecodeError as err:
+            raise InputError(f"--config {args.config}: not valid JSON ({err})") from err
+    for section in ("model", "data", "optim", "scaling"):
+        base.setdefault(section, {})
+    base["store"] = storage.resolve_store(args.store or base.get("store"))
+    if args.dataset:
+        base["dataset_name"] = args.dataset
+    if args.dataset_version:
+        base["dataset_version"] = args.dataset_version
+    if args.model:
+        base["model"]["name"] = args.model
+    if args.model_override:
+        overrides = dict(base["model"].get("overrides", {}))
+        overrides.update(_parse_override(item) for item in args.model_override)
+        base["model"]["overrides"] = overrides
+    for flag, section, key in (
+        ("epochs", "optim", "epochs"),
+        ("batch_size", "optim", "batch_size"),
+        ("lr", "optim", "lr"),
+        ("workers", "scaling", "num_workers"),
+        ("cpus_per_worker", "scaling", "cpus_per_worker"),
+        ("ray_address", "scaling", "ray_address"),
+        ("crop_size", "data", "crop_size"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            base[section][key] = value
+    if args.gpu:
+        base["scaling"]["use_gpu"] = True
+    if args.seed is not None:
+        base["seed"] = args.seed
+    if args.sampling:
+        match = _SAMPLING_RE.match(args.sampling)
+        if not match:
+            raise InputError(f"--sampling {args.sampling!r}: expected FRAMESxINTERVALxCLIPS, e.g. 8x32x1")
+        frames, interval, clips = (int(g) for g in match.groups())
+        base["data"].update(num_frames=frames, frame_interval=interval, num_clips=clips)
+    try:
+        return TrainConfig.model_validate(base)
+    except ValidationError as err:
+        raise InputError(f"invalid training configuration:\n{err}") from err
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train with Ray Train, evaluate on val, register the model")
+    add_train_config_arguments(parser)
+    parser.add_argument("--no-register", action="store_true", help="train and evaluate only")
+    parser.add_argument("--json", action="store_true", help="machine-readable summary")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hvt.stages import evaluate_run, register_run
+    from hvt.train.trainer import run_training
+
+    cfg = train_config_from_args(args)
+    result = run_training(cfg)
+    metrics, state = evaluate_run(result, cfg)
+    summary: dict[str, Any] = {"run": result.run_name, "run_path": result.run_path, "metrics": metrics}
+    if not args.no_register:
+        registered = register_run(result, cfg, metrics, state)
+        summary["registry"] = {
+            "model": registered.version.model,
+            "version": registered.version.version,
+            "path": registered.version.path,
+            "promoted": registered.promoted,
+            "reason": registered.promotion_reason,
+        }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"run {result.run_name}: val top-1 {metrics['val_top1']:.3f}, top-5 {metrics['val_top5']:.3f}")
+        if "registry" in summary:
+            reg = summary["registry"]
+            print(f"registered {reg['model']} {reg['version']} at {reg['path']} ({reg['reason']})")
+    return 0

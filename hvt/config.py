@@ -1,0 +1,98 @@
+"""The one configuration object that travels from the CLI / Prefect parameters to the Ray job to the loop.
+
+``TrainConfig`` is a pydantic model: Prefect validates it as a flow parameter, the CLI builds it from flags,
+Ray ships it to every worker as a plain dict (``model_dump``) and the loop rebuilds it with
+``TrainConfig.model_validate``. Nothing else carries training settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hvt.data.config import DataConfig
+
+
+class ModelSpec(BaseModel):
+    """Which network to build: a registered variant name plus overrides (names as in ``create_model``)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = "haltingvt-micro-g05-b10"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    pretrained: str | None = Field(default=None, description="path or URL of DeiT / released HaltingVT weights")
+
+
+class OptimConfig(BaseModel):
+    """Optimiser and schedule: linear warm-up then cosine decay, per optimiser step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    epochs: int = Field(default=10, ge=1)
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    min_lr_ratio: float = Field(default=0.01, ge=0, le=1)
+    batch_size: int = Field(default=16, ge=1, description="clips per worker per step (real clips)")
+    grad_accum_steps: int = Field(default=1, ge=1)
+    grad_clip_norm: float | None = Field(default=40.0, gt=0)
+    ponder_weight_scale: float = Field(default=1.0, ge=0, description="multiplies the model's ponder loss")
+    motion_loss_weight: float = Field(default=1.0, ge=0)
+
+
+class ScalingSpec(BaseModel):
+    """How the Ray job runs: workers, devices, fault tolerance, where the cluster is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=0.5, gt=0)
+    max_failures: int = Field(default=2, ge=0)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    ray_address: str | None = Field(default=None, description="None: start a local Ray; 'auto' or host:port")
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; its hash names the run, so a re-run resumes instead of restarting."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    store: str = Field(default="./hvt-store", description="fsspec URL of the store (local folder or s3://)")
+    dataset_name: str = "synthetic-motion"
+    dataset_version: str | None = Field(default=None, description="None: the newest version in the store")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    seed: int = 0
+    registry_name: str | None = Field(default=None, description="registry model name; default: the model name")
+    run_name: str | None = Field(default=None, description="default: derived from the config hash")
+
+    @model_validator(mode="after")
+    def _check_names(self) -> TrainConfig:
+        for field in ("dataset_name", "registry_name", "run_name"):
+            value = getattr(self, field)
+            if value is not None and (not value or "/" in value or value.startswith(".")):
+                raise ValueError(f"{field}={value!r}: use a plain name without '/' or a leading '.'")
+        return self
+
+    def fingerprint(self) -> str:
+        """Short hash of what determines the result (not where it is stored or how many retries are allowed)."""
+        payload = self.model_dump(mode="json", exclude={"store", "run_name", "registry_name"})
+        payload["scaling"].pop("max_failures", None)
+        payload["scaling"].pop("ray_address", None)
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+    def resolved_run_name(self, dataset_version: str) -> str:
+        if self.run_name:
+            return self.run_name
+        return f"{self.model.name}--{self.dataset_name}-{dataset_version}--{self.fingerprint()}"
+
+    def resolved_registry_name(self) -> str:
+        return self.registry_name or self.model.name

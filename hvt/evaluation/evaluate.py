@@ -1,0 +1,66 @@
+"""Evaluate a trained model on a dataset split: clips decoded by Ray Data, metrics by torchmetrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from hvt.data import DataConfig, build_clip_dataset, normalize_clips
+from hvt.evaluation.metrics import ClipMetrics
+from hvt.model import ModelConfig, create_model_from_config
+
+log = logging.getLogger(__name__)
+
+
+def model_from_state(state: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the exact network saved in a training or registry checkpoint and load its weights."""
+
+    model = create_model_from_config(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset_path: str,
+    split: str,
+    data_config: DataConfig,
+    *,
+    num_classes: int,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """top-1/top-5, per-class accuracy, mean GFLOPs per clip, halting depth statistics and clips/s."""
+    dataset = build_clip_dataset(dataset_path, split, data_config, training=False)
+    dataset = dataset.select_columns(["clip", "label", "decode_ok"])
+    metrics = ClipMetrics(num_classes)
+    depth_hist: torch.Tensor | None = None
+    tokens_per_layer: torch.Tensor | None = None
+    model.eval()
+    started = time.perf_counter()
+    for batch in dataset.iter_torch_batches(batch_size=batch_size, drop_last=False):
+        ok = batch["decode_ok"].bool()
+        metrics.count_decode_failures(int((~ok).sum()))
+        if not ok.any():
+            continue
+        x = normalize_clips(batch["clip"][ok])
+        out = model(x)
+        metrics.update(out.logits, batch["label"][ok].long(), out.gflops)
+        layer_tokens = out.tokens_per_layer.float().sum(0)
+        tokens_per_layer = layer_tokens if tokens_per_layer is None else tokens_per_layer + layer_tokens
+        depths = out.halting_depth.flatten()
+        depths = depths[depths > 0].long()
+        counts = torch.bincount(depths, minlength=len(layer_tokens) + 1).float()
+        depth_hist = counts if depth_hist is None else depth_hist + counts[: len(depth_hist)]
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = dict(metrics.compute())
+    clips = int(result.get("clips", 0))
+    result["clips_per_s"] = clips / max(seconds, 1e-9)
+    if tokens_per_layer is not None and clips:
+        result["tokens_per_layer"] = [float(v) for v in (tokens_per_layer / clips).tolist()]
+    if depth_hist is not None:
+        result["halting_depth_histogram"] = [int(v) for v in depth_hist.tolist()]
+    return result

@@ -1,0 +1,49 @@
+"""Markdown evaluation report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * float(value):.1f}%" if isinstance(value, (int, float)) else "n/a"
+
+
+def render_report(
+    *,
+    title: str,
+    metrics: dict[str, Any],
+    classes: list[str],
+    lineage: dict[str, Any],
+    plots: list[str] | None = None,
+) -> str:
+    """A short human-readable report: headline metrics, per-class accuracy, cost and lineage."""
+    lines = [f"# {title}", ""]
+    lines += [
+        "| metric | value |",
+        "|---|---|",
+        f"| val top-1 | {_pct(metrics.get('val_top1'))} |",
+        f"| val top-5 | {_pct(metrics.get('val_top5'))} |",
+        f"| chance (top-1) | {_pct(1.0 / max(1, len(classes)))} |",
+        f"| mean GFLOPs per clip (as spent) | {metrics.get('gflops_mean', float('nan')):.4f} |",
+        f"| val clips | {metrics.get('clips', 0)} |",
+        f"| decode failures | {metrics.get('decode_failures', 0)} |",
+        f"| eval clips/s | {metrics.get('clips_per_s', 0.0):.1f} |",
+        "",
+    ]
+    per_class = metrics.get("per_class_top1")
+    if per_class:
+        lines += ["## Per-class top-1", "", "| class | top-1 |", "|---|---|"]
+        lines += [f"| {name} | {_pct(acc)} |" for name, acc in zip(classes, per_class)]
+        lines.append("")
+    tokens = metrics.get("tokens_per_layer")
+    if tokens:
+        lines += ["## Tokens processed per layer (mean per clip)", "", "| layer | tokens |", "|---|---|"]
+        lines += [f"| {i + 1} | {t:.1f} |" for i, t in enumerate(tokens)]
+        lines.append("")
+    for plot in plots or []:
+        lines += [f"![{plot}]({plot})", ""]
+    lines += ["## Lineage", ""]
+    lines += [f"- **{key}**: `{value}`" for key, value in sorted(lineage.items()) if not isinstance(value, dict)]
+    lines.append("")
+    return "\n".join(lines)

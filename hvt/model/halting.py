@@ -1,0 +1,165 @@
+"""A-ViT style token halting over the joint space-time blocks, in three flavours for halted tokens.
+
+Per halting block l (0-based, L blocks) and active token i, with block output ``y_i``:
+
+* score ``h_i = sigmoid(scale * y_i[0] - center + offset_l)`` (``offset_l`` is a calibration hook, 0 unless a
+  benchmark or test sets it; it is not part of the state dict); the last block forces ``h_i = 1``;
+* cumulative score ``c_i += h_i``; the token halts at the first block where ``c_i >= 1 - eps``;
+* remainder ``R_i`` starts at 1 and loses ``h_i`` at every block where the token does not halt;
+* the class token's output is ``sum_l w_l * y_0^l`` with ``w = h`` before halting and ``w = R`` at halting;
+* ponder cost per token ``N_i + R_i`` (N = blocks it went through); ``ponder = mean over all tokens``.
+
+Halted tokens, by ``mode``:
+
+* ``official``: the released code. Halted tokens are zeroed and stay in the sequence, so they are still
+  attended as keys/values (a zero vector after LayerNorm is the norm's bias, so they are not inert).
+* ``mask``: halted tokens stay in the tensor but an attention mask hides them from every query.
+* ``remove``: halted tokens leave the computation. The active tokens of the whole batch are kept as packed
+  rows ``[sum_b n_b, dim]`` (grouped by sample); norms, projections and MLP run on those rows only, and
+  attention runs on a padded ``[B, max_b n_b, ...]`` view with a key-padding mask (see ``vit.PackPlan``).
+  Results are bit-for-bit the maths of ``mask``; only the float summation order differs (~1e-6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .vit import PackPlan
+
+
+@dataclass
+class HaltingResult:
+    cls: Tensor  # [B, dim] halting-weighted class-token output (before the final norm)
+    token_depth: Tensor  # [B, N0] 1-based halting block (among the halting blocks) of every token, cls at 0
+    tokens_per_layer: Tensor  # [B, L] active tokens entering each halting block
+    ponder: Tensor  # scalar mean(N + R) over the B * N0 tokens
+    layer_mean_h: Tensor  # [L] mean raw halting score of the active tokens at each block (for the prior)
+
+
+def _scores(out0: Tensor, scale: float, center: float, offset: Tensor | float) -> Tensor:
+    return torch.sigmoid(out0 * scale - center + offset)
+
+
+def run_halting(
+    blocks: nn.ModuleList | list,
+    x: Tensor,
+    *,
+    scale: float,
+    center: float,
+    eps: float,
+    offsets: Tensor,
+    mode: str,
+) -> HaltingResult:
+    if mode == "remove":
+        return _run_remove(blocks, x, scale, center, eps, offsets)
+    if mode in ("official", "mask"):
+        return _run_full(blocks, x, scale, center, eps, offsets, mode)
+    raise ValueError(f"unknown halted_token_mode {mode!r}")
+
+
+def _run_full(blocks, x: Tensor, scale, center, eps, offsets, mode) -> HaltingResult:
+    b, n0, c = x.shape
+    depth_l = len(blocks)
+    thr = 1.0 - eps
+    dev, dt = x.device, x.dtype
+    cum = torch.zeros(b, n0, device=dev, dtype=dt)
+    rem = torch.ones(b, n0, device=dev, dtype=dt)
+    active = torch.ones(b, n0, device=dev, dtype=torch.bool)
+    cls_out = torch.zeros(b, c, device=dev, dtype=dt)
+    ponder_sum = torch.zeros((), device=dev, dtype=dt)
+    token_depth = torch.zeros(b, n0, device=dev, dtype=dt)
+    tokens = torch.zeros(b, depth_l, device=dev, dtype=torch.long)
+    mean_h = []
+    all_active = True
+    for l, blk in enumerate(blocks):
+        tokens[:, l] = active.sum(1)
+        act = active.to(dt)
+        if mode == "official":
+            out = blk(x if all_active else x * act.unsqueeze(-1))
+        else:
+            mask = None
+            if not all_active:
+                # a sample whose tokens all halted keeps every key visible (its outputs are unused anyway)
+                keys = active | ~active.any(dim=1, keepdim=True)
+                mask = keys[:, None, None, :]
+            out = blk(x, mask)
+        h_raw = _scores(out[..., 0], scale, center, offsets[l])
+        mean_h.append((h_raw * act).sum() / act.sum().clamp_min(1.0))
+        h = torch.ones_like(h_raw) if l == depth_l - 1 else h_raw
+        cum = cum + h * act
+        not_reached = (cum < thr) & active
+        reached = active & ~not_reached
+        weight = torch.where(reached, rem, h * not_reached.to(dt))
+        cls_out = cls_out + weight[:, :1] * out[:, 0]
+        ponder_sum = ponder_sum + ((l + 1 + rem) * reached.to(dt)).sum()
+        token_depth = torch.where(reached, torch.full_like(token_depth, l + 1), token_depth)
+        rem = rem - h * not_reached.to(dt)
+        active = not_reached
+        all_active = False
+        x = out
+    return HaltingResult(cls_out, token_depth, tokens, ponder_sum / (b * n0), torch.stack(mean_h))
+
+
+def _run_remove(blocks, x: Tensor, scale, center, eps, offsets) -> HaltingResult:
+    b, n0, c = x.shape
+    depth_l = len(blocks)
+    thr = 1.0 - eps
+    dev, dt = x.device, x.dtype
+    rows = x.reshape(b * n0, c)
+    row_sample = torch.arange(b, device=dev).repeat_interleave(n0)
+    row_pos = torch.arange(n0, device=dev).repeat(b)
+    cum = torch.zeros(b * n0, device=dev, dtype=dt)
+    rem = torch.ones(b * n0, device=dev, dtype=dt)
+    counts = torch.full((b,), n0, device=dev, dtype=torch.long)
+    cls_out = torch.zeros(b, c, device=dev, dtype=dt)
+    ponder_sum = torch.zeros((), device=dev, dtype=dt)
+    token_depth = torch.zeros(b, n0, device=dev, dtype=dt)
+    tokens = torch.zeros(b, depth_l, device=dev, dtype=torch.long)
+    mean_h = []
+    for l, blk in enumerate(blocks):
+        if rows.shape[0] == 0:  # every token of every sample has halted
+            mean_h.append(torch.zeros((), device=dev, dtype=dt))
+            continue
+        tokens[:, l] = counts
+        plan = PackPlan(counts, row_sample, b)
+        out = blk.forward_packed(rows, plan)
+        h_raw = _scores(out[:, 0], scale, center, offsets[l])
+        mean_h.append(h_raw.mean())
+        h = torch.ones_like(h_raw) if l == depth_l - 1 else h_raw
+        cum = cum + h
+        not_reached = cum < thr
+        reached = ~not_reached
+        weight = torch.where(reached, rem, h)
+        is_cls = (row_pos == 0).nonzero().squeeze(1)
+        if is_cls.numel():
+            cls_out = cls_out.index_add(0, row_sample[is_cls], weight[is_cls, None] * out[is_cls])
+        done = reached.nonzero().squeeze(1)
+        if done.numel():
+            ponder_sum = ponder_sum + (l + 1 + rem[done]).sum()
+            token_depth[row_sample[done], row_pos[done]] = float(l + 1)
+        if done.numel() == rows.shape[0]:
+            rows = rows[:0]
+            continue
+        keep = not_reached.nonzero().squeeze(1)
+        rem = (rem - h)[keep]
+        rows = out[keep]
+        cum = cum[keep]
+        row_sample = row_sample[keep]
+        row_pos = row_pos[keep]
+        counts = torch.bincount(row_sample, minlength=b)
+    return HaltingResult(cls_out, token_depth, tokens, ponder_sum / (b * n0), torch.stack(mean_h))
+
+
+def distribution_prior(layer_mean_h: Tensor, target_depth: float) -> Tensor:
+    """A-ViT distribution prior: KL(target || p), p = per-block mean halting scores normalised over blocks,
+    target = a Gaussian (std 1) over the halting blocks centred at ``target_depth`` (1-based)."""
+    n = layer_mean_h.numel()
+    p = layer_mean_h / layer_mean_h.sum().clamp_min(1e-12)
+    p = p.clamp(0.01, 0.99)
+    pos = torch.arange(1, n + 1, device=p.device, dtype=p.dtype)
+    target = torch.exp(-0.5 * (pos - target_depth) ** 2)
+    target = target / target.sum()
+    return torch.sum(target * (torch.log(target.clamp_min(1e-12)) - torch.log(p)))

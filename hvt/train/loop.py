@@ -1,0 +1,218 @@
+"""The per-worker training loop that Ray Train runs (one copy per DDP worker).
+
+Loss = cross-entropy on real and static clips (the static fake keeps the class label)
+     + the model's ponder loss + cross-entropy of the 2-way motion head (real = 1, static = 0).
+Every epoch: validate on this worker's share of the val split (torchmetrics syncs across workers), then report
+metrics and, from rank 0, a checkpoint. On start, resume from ``ray.train.get_checkpoint()`` when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.nn.functional as F
+
+from hvt.config import TrainConfig
+from hvt.data import normalize_clips
+from hvt.evaluation.metrics import ClipMetrics
+from hvt.model import create_model
+from hvt.train.schedule import build_scheduler
+from hvt.train.state import capture_rng, load_train_state, restore_rng, save_train_state, unwrap
+
+log = logging.getLogger(__name__)
+
+BATCH_COLUMNS = ("clip", "label", "decode_ok")
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # no weight decay on biases, norms, tokens and embeddings (1-d parameters and *_embed / *_token)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(("_token", "_embed")):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optim.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+    return torch.optim.Adam(groups, lr=cfg.optim.lr)
+
+
+def _split_batch(batch: dict[str, torch.Tensor], device: torch.device, with_static: bool):
+    """Drop clips that failed to decode; return (x, y, motion_y, n_real, n_failed)."""
+    ok = batch["decode_ok"].bool()
+    n_failed = int((~ok).sum().item())
+    clips = batch["clip"][ok]  # [B, T, H, W, 3] uint8
+    labels = batch["label"][ok].long()
+    n_real = clips.shape[0]
+    x = normalize_clips(clips.to(device, non_blocking=True))  # [B, 3, T, H, W] in [-1, 1]
+    y = labels.to(device)
+    motion_y = torch.ones(n_real, dtype=torch.long, device=device)
+    if with_static and n_real:
+        static = normalize_clips(batch["static_clip"][ok].to(device, non_blocking=True))
+        x = torch.cat([x, static])
+        y = torch.cat([y, y])
+        motion_y = torch.cat([motion_y, torch.zeros_like(motion_y)])
+    return x, y, motion_y, n_real, n_failed
+
+
+def compute_loss(out: Any, y: torch.Tensor, motion_y: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    ce = F.cross_entropy(out.logits.float(), y)
+    ponder = out.ponder_loss.float() * cfg.optim.ponder_weight_scale
+    motion = torch.zeros((), device=ce.device)
+    if out.motion_logits is not None and cfg.optim.motion_loss_weight > 0:
+        motion = F.cross_entropy(out.motion_logits.float(), motion_y) * cfg.optim.motion_loss_weight
+    return {"loss": ce + ponder + motion, "ce": ce, "ponder": ponder, "motion": motion}
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, shard: Any, cfg: TrainConfig, num_classes: int, device: torch.device):
+    """Metrics over this worker's share of the val split; ``compute`` gathers every worker's share."""
+    model.eval()
+    metrics = ClipMetrics(num_classes, device=device)
+    batches = shard.iter_torch_batches(batch_size=cfg.optim.batch_size * 2, drop_last=False)
+    for batch in batches:
+        x, y, _, n_real, n_failed = _split_batch(batch, device, with_static=False)
+        metrics.count_decode_failures(n_failed)
+        if n_real == 0:
+            continue
+        with _autocast(device):
+            out = model(x)
+        metrics.update(out.logits, y, out.gflops)
+    model.train()
+    return metrics.compute()
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    cfg = TrainConfig.model_validate(loop_config["train_config"])
+    num_classes = int(loop_config["num_classes"])
+    manifest_sha256 = loop_config["manifest_sha256"]
+    steps_per_epoch = max(1, int(loop_config["steps_per_epoch"]))
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+
+    model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
+    if cfg.model.pretrained:
+        from hvt.model import load_pretrained
+
+        load_pretrained(model, cfg.model.pretrained)
+    model_config = model.config.to_dict()
+    optimizer = _make_optimizer(model, cfg)
+    optimizer_steps = math.ceil(steps_per_epoch / cfg.optim.grad_accum_steps)
+    scheduler = build_scheduler(
+        optimizer,
+        warmup_steps=int(cfg.optim.warmup_epochs * optimizer_steps),
+        total_steps=cfg.optim.epochs * optimizer_steps,
+        min_ratio=cfg.optim.min_lr_ratio,
+    )
+    start_epoch, global_step, best_top1 = 0, 0, -1.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_train_state(directory)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, global_step = int(state["epoch"]) + 1, int(state["step"])
+        best_top1 = float(state.get("best_val_top1", -1.0))
+        restore_rng(state["rng"])
+        torch.manual_seed(cfg.seed + rank + 1000 * start_epoch)
+        log.info("rank %d resumed from epoch %d (step %d)", rank, start_epoch, global_step)
+    model = ray.train.torch.prepare_model(model)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    with_static = bool(cfg.data.static_clips)
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        model.train()
+        started = time.perf_counter()
+        sums = {"loss": 0.0, "ce": 0.0, "ponder": 0.0, "motion": 0.0, "gflops": 0.0}
+        seen, failed, micro = 0, 0, 0
+        optimizer.zero_grad(set_to_none=True)
+        for batch in train_shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False):
+            x, y, motion_y, n_real, n_failed = _split_batch(batch, device, with_static)
+            failed += n_failed
+            if n_real == 0:
+                continue
+            with _autocast(device):
+                out = model(x)
+            losses = compute_loss(out, y, motion_y, cfg)
+            (losses["loss"] / cfg.optim.grad_accum_steps).backward()
+            micro += 1
+            if micro % cfg.optim.grad_accum_steps == 0:
+                if cfg.optim.grad_clip_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                global_step += 1
+            for name in ("loss", "ce", "ponder", "motion"):
+                sums[name] += float(losses[name].detach()) * n_real
+            sums["gflops"] += float(out.gflops[:n_real].detach().float().sum())
+            seen += n_real
+        if micro % cfg.optim.grad_accum_steps:  # flush a partial accumulation at the epoch's end
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+        train_seconds = time.perf_counter() - started
+        val = validate(model, val_shard, cfg, num_classes, device)
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "step": global_step,
+            "lr": scheduler.get_last_lr()[0],
+            "train_clips": seen,
+            "train_clips_per_s": seen / max(train_seconds, 1e-9),
+            "train_decode_failures": failed,
+            "val_top1": val.get("top1", 0.0),
+            "val_top5": val.get("top5", 0.0),
+            "val_gflops": val.get("gflops_mean", 0.0),
+            "val_clips": val.get("clips", 0),
+            "val_decode_failures": val.get("decode_failures", 0),
+        }
+        for name, total in sums.items():
+            metrics[f"train_{name}"] = total / max(seen, 1)
+        best_top1 = max(best_top1, metrics["val_top1"])
+        if rank == 0:
+            log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+            with tempfile.TemporaryDirectory() as directory:
+                save_train_state(
+                    directory,
+                    {
+                        "model": unwrap(model).state_dict(),
+                        "model_config": model_config,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "epoch": epoch,
+                        "step": global_step,
+                        "best_val_top1": best_top1,
+                        "rng": capture_rng(),
+                        "train_config": cfg.model_dump(mode="json"),
+                        "num_classes": num_classes,
+                        "manifest_sha256": manifest_sha256,
+                    },
+                )
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            ray.train.report(metrics)

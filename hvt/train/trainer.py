@@ -1,0 +1,150 @@
+"""Wire model, data and config into a Ray Train ``TorchTrainer`` and run it.
+
+The run is named deterministically from the config and the dataset version, and its storage lives in
+``{store}/runs/<run>``: running the same config again resumes from the newest checkpoint instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from hvt import storage
+from hvt.config import TrainConfig
+from hvt.data import build_clip_dataset
+from hvt.ingest import latest_dataset_version
+from hvt.train.loop import BATCH_COLUMNS, train_loop_per_worker
+from hvt.train.ray_env import ensure_ray
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or did not finish; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    version: str
+    path: str
+    manifest: dict[str, Any]
+    manifest_sha256: str
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    def split_samples(self, split: str) -> int:
+        info = self.manifest.get("splits", {}).get(split)
+        if not info:
+            return 0
+        return int(info.get("samples", sum(s.get("samples", 0) for s in info.get("shards", []))))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_name: str
+    run_path: str
+    checkpoint: ray.train.Checkpoint
+    metrics: dict[str, Any]
+    dataset: DatasetRef
+
+
+def resolve_dataset(store: str, name: str, version: str | None) -> DatasetRef:
+    """The dataset version to train on (newest when ``version`` is None), with its manifest."""
+    store = storage.resolve_store(store)
+    if version is None:
+        latest = latest_dataset_version(store, name)
+        if latest is None:
+            raise TrainingError(
+                f"no dataset {name!r} in store {store}: shard one first (`hvt shard ... --name {name}`)"
+            )
+        version = latest.version
+    path = storage.join(store, "datasets", name, version)
+    manifest_url = storage.join(path, "manifest.json")
+    if not storage.exists(manifest_url):
+        raise TrainingError(f"dataset {name} version {version} has no manifest at {manifest_url}; re-run sharding")
+    raw = storage.read_bytes(manifest_url)
+    import json
+
+    return DatasetRef(name, version, path, json.loads(raw), hashlib.sha256(raw).hexdigest())
+
+
+def _run_storage(store: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    runs = storage.join(storage.resolve_store(store), "runs")
+    if storage.is_local(runs):
+        storage.makedirs(runs)
+        return runs, None
+    fs, path = storage.get_fs(runs)
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
+def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, str]:
+    """A TorchTrainer for ``cfg`` on ``dataset``; also returns the run name."""
+    train_ds = build_clip_dataset(dataset.path, "train", cfg.data, training=True)
+    val_ds = build_clip_dataset(dataset.path, "val", cfg.data, training=False)
+    train_columns = list(BATCH_COLUMNS) + (["static_clip"] if cfg.data.static_clips else [])
+    train_ds = train_ds.select_columns(train_columns)
+    val_ds = val_ds.select_columns(list(BATCH_COLUMNS))
+    n_train = dataset.split_samples("train")
+    if n_train == 0:
+        raise TrainingError(f"dataset {dataset.name} {dataset.version} has no 'train' samples")
+    per_step = cfg.optim.batch_size * cfg.scaling.num_workers
+    run_name = cfg.resolved_run_name(dataset.version)
+    storage_path, storage_fs = _run_storage(cfg.store)
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train_config": cfg.model_dump(mode="json"),
+            "num_classes": len(dataset.classes),
+            "manifest_sha256": dataset.manifest_sha256,
+            "steps_per_epoch": math.ceil(n_train / per_step),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.scaling.keep_checkpoints,
+                checkpoint_score_attribute="val_top1",
+                checkpoint_score_order="max",
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+        ),
+        datasets={"train": train_ds, "val": val_ds},
+    )
+    return trainer, run_name
+
+
+def run_training(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) the run for ``cfg``; return the best checkpoint by val top-1 and the last metrics."""
+    ensure_ray(cfg.scaling.ray_address)
+    dataset = resolve_dataset(cfg.store, cfg.dataset_name, cfg.dataset_version)
+    trainer, run_name = build_trainer(cfg, dataset)
+    log.info("training run %s on %s %s", run_name, dataset.name, dataset.version)
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        raise TrainingError(f"training run {run_name} failed: {err}") from err
+    best = result.get_best_checkpoint("val_top1", "max") if hasattr(result, "get_best_checkpoint") else None
+    checkpoint = best or result.checkpoint
+    if checkpoint is None:
+        raise TrainingError(f"training run {run_name} finished without a checkpoint")
+    run_path = storage.join(storage.join(storage.resolve_store(cfg.store), "runs"), run_name)
+    return TrainResult(run_name, run_path, checkpoint, dict(result.metrics or {}), dataset)

@@ -1,0 +1,1 @@
+"""Prefect flows over the hvt library: thin orchestration, no model or data logic."""

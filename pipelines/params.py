@@ -1,0 +1,29 @@
+"""Typed flow parameters (pydantic): the Prefect UI and CLI validate them before a run starts."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SyntheticSource(BaseModel):
+    """Generate the synthetic motion video set when the dataset does not exist yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classes: int = Field(default=4, ge=2)
+    per_class: int = Field(default=40, ge=2)
+    seed: int = 0
+    frames: int = Field(default=32, ge=8)
+    width: int = Field(default=112, ge=16)
+    height: int = Field(default=112, ge=16)
+
+
+class VideoSource(BaseModel):
+    """Annotations plus a folder (or s3:// prefix) of raw videos, sharded when the dataset does not exist yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    annotations: str
+    videos: str
+    shard_size: int = Field(default=256, ge=1)
+    workers: int = Field(default=2, ge=1)

@@ -1,0 +1,64 @@
+"""TrainConfig: one object from CLI flags to the loop; deterministic run names; the LR schedule."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from hvt.commands.train import add_train_config_arguments, train_config_from_args
+from hvt.config import TrainConfig
+from hvt.errors import InputError
+from hvt.train.schedule import warmup_cosine_factor
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_train_config_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_flags_build_the_config(tmp_path):
+    cfg = train_config_from_args(
+        _args("--store", str(tmp_path), "--epochs", "3", "--sampling", "16x4x1", "--workers", "1",
+              "--model-override", "keep_rate=0.3")
+    )
+    assert cfg.optim.epochs == 3
+    assert (cfg.data.num_frames, cfg.data.frame_interval, cfg.data.num_clips) == (16, 4, 1)
+    assert cfg.scaling.num_workers == 1
+    assert cfg.model.overrides == {"keep_rate": 0.3}
+    # survives the trip to a Ray worker as plain JSON
+    assert TrainConfig.model_validate(cfg.model_dump(mode="json")) == cfg
+
+
+def test_bad_flags_are_clear_errors(tmp_path):
+    with pytest.raises(InputError, match="--sampling '8-32'"):
+        train_config_from_args(_args("--store", str(tmp_path), "--sampling", "8-32"))
+    with pytest.raises(InputError, match="--config .*not found"):
+        train_config_from_args(_args("--config", str(tmp_path / "missing.json")))
+    with pytest.raises(InputError, match="epochs"):
+        train_config_from_args(_args("--store", str(tmp_path), "--epochs", "0"))
+
+
+def test_run_name_is_deterministic_and_ignores_where_it_runs():
+    a = TrainConfig(store="/tmp/a")
+    b = TrainConfig(store="s3://bucket/b", scaling={"max_failures": 9})
+    c = TrainConfig(optim={"lr": 0.5})
+    assert a.resolved_run_name("v1") == b.resolved_run_name("v1")
+    assert a.resolved_run_name("v1") != c.resolved_run_name("v1")
+    assert a.resolved_run_name("v1") != a.resolved_run_name("v2")
+
+
+def test_unsafe_names_rejected():
+    with pytest.raises(ValueError, match="dataset_name"):
+        TrainConfig(dataset_name="../x")
+
+
+def test_warmup_then_cosine():
+    kw = {"warmup_steps": 10, "total_steps": 110, "min_ratio": 0.1}
+    assert warmup_cosine_factor(0, **kw) == pytest.approx(0.1)
+    assert warmup_cosine_factor(9, **kw) == pytest.approx(1.0)
+    assert warmup_cosine_factor(60, **kw) == pytest.approx(0.55)
+    assert warmup_cosine_factor(110, **kw) == pytest.approx(0.1)
+    values = [warmup_cosine_factor(s, **kw) for s in range(10, 110)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
