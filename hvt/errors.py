@@ -18,7 +18,7 @@ def _collect() -> tuple[type[BaseException], ...]:
         errors.append(TrainingError)
     except ImportError:
         pass
-    for module, name in (("hvt.ingest", "ShardError"), ("hvt.data", "DecodeError"), ("hvt.model", "ModelError")):
+    for module, name in (("hvt.ingest", "ShardingError"), ("hvt.data", "VideoDecodeError"), ("hvt.model", "ModelError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -48,7 +48,7 @@ def ensure_dataset(
             )
             logger.info("synthesized %d videos in %s", made.num_videos, made.root)
             shard_config = ShardConfig(
-                annotations=made.annotations_csv, videos=made.root, store=store, name=config.dataset_name
+                annotations=made.annotations_csv, videos=made.videos_dir, store=store, name=config.dataset_name
             )
         else:
             shard_config = ShardConfig(

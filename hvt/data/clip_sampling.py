@@ -50,7 +50,11 @@ def eval_clip_offsets(num_frames: int, span: int, num_clips: int) -> np.ndarray:
 
 
 def frame_indices(
-    offsets: np.ndarray, num_frames: int, clip_len: int, frame_interval: int, out_of_bound: OutOfBound = "loop"
+    offsets: np.ndarray,
+    num_frames: int,
+    clip_len: int,
+    frame_interval: int,
+    out_of_bound: OutOfBound = "loop",
 ) -> np.ndarray:
     """Frame indices ``[num_clips, clip_len]`` for clips starting at ``offsets``, all inside ``[0, num_frames)``."""
     if num_frames < 1:

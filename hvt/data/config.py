@@ -30,34 +30,48 @@ class DataConfig(BaseModel):
     frame_interval: int = Field(32, ge=1, description="distance between sampled frames")
     num_clips: int = Field(1, ge=1, description="clips per video (several = multi-view test)")
     out_of_bound: Literal["loop", "repeat_last"] = Field(
-        "loop", description="indices past the end of a short video wrap around (mmaction2 default) or repeat the last frame"
+        "loop",
+        description="indices past the end of a short video wrap around (mmaction2 default) or repeat the last frame",
     )
 
     # spatial transforms
-    train_short_side: tuple[int, int] = Field((256, 320), description="random short side range (inclusive), train")
+    train_short_side: tuple[int, int] = Field(
+        (256, 320), description="random short side range (inclusive), train"
+    )
     test_short_side: int = Field(256, ge=1, description="short side before the centre crop, test")
     crop_size: int = Field(224, ge=1)
     test_crops: Literal[1, 3] = Field(1, description="1 = centre crop; 3 = three crops along the long side")
-    flip: bool = Field(False, description="random horizontal flip (train); off for direction-sensitive classes")
+    flip: bool = Field(
+        False, description="random horizontal flip (train); off for direction-sensitive classes"
+    )
     randaugment: bool = True
     randaugment_n: int = Field(2, ge=0, description="operations per clip")
     randaugment_m: float = Field(9.0, ge=0.0, le=10.0, description="magnitude on the 0-10 scale")
 
     # motion-loss fake clips
-    static_clips: bool = Field(True, description="emit `static_clip` (one sampled frame repeated T times) when training")
+    static_clips: bool = Field(
+        True, description="emit `static_clip` (one sampled frame repeated T times) when training"
+    )
 
     # reading
-    shuffle_buffer: int = Field(32, ge=0, description="within-shard shuffle buffer (samples per read task), train")
+    shuffle_buffer: int = Field(
+        32, ge=0, description="within-shard shuffle buffer (samples per read task), train"
+    )
     rows_per_block: int = Field(8, ge=1, description="samples per block leaving a read task")
     read_cpus: float = Field(0.25, gt=0, description="CPUs reserved per shard-read task (mostly I/O)")
 
-    # decoding
+    # decoding. Resources: decode_workers x decode_cpus + read_cpus must fit in what the trainer workers leave
+    # free, or read tasks never get scheduled (on 2 cores: trainer workers at 0.5 CPU, or more logical CPUs).
     decode_workers: int = Field(1, ge=1, description="decode actors in the pool")
     decode_cpus: float = Field(1.0, gt=0, description="CPUs reserved per decode actor (fractional allowed)")
-    decode_threads: int = Field(1, ge=0, description="decord threads per video (0 = decord's automatic choice)")
+    decode_threads: int = Field(
+        1, ge=0, description="decord threads per video (0 = decord's automatic choice)"
+    )
     batch_size: int = Field(4, ge=1, description="rows per map_batches call in a decode actor")
 
     seed: int = 0
+    """Seeds the shard order and within-shard shuffle (new order each epoch, replayable on read retries). Decode
+    actors mix it with a per-actor random nonce, so augmentations never repeat across actors or epochs."""
 
     @field_validator("train_short_side")
     @classmethod
@@ -74,7 +88,9 @@ class DataConfig(BaseModel):
                 f"crop_size {self.crop_size} is larger than the smallest train short side {self.train_short_side[0]}"
             )
         if self.crop_size > self.test_short_side:
-            raise ValueError(f"crop_size {self.crop_size} is larger than test_short_side {self.test_short_side}")
+            raise ValueError(
+                f"crop_size {self.crop_size} is larger than test_short_side {self.test_short_side}"
+            )
         return self
 
     @property
@@ -97,6 +113,8 @@ class DataConfig(BaseModel):
         """Build from the paper's notation: ``DataConfig.for_sampling("16x4x1", crop_size=112, ...)``."""
         match = _SAMPLING.match(sampling)
         if not match:
-            raise ValueError(f"sampling {sampling!r} is not of the form '<frames>x<interval>x<clips>', e.g. '8x32x1'")
+            raise ValueError(
+                f"sampling {sampling!r} is not of the form '<frames>x<interval>x<clips>', e.g. '8x32x1'"
+            )
         frames, interval, clips = (int(g) for g in match.groups())
         return cls(num_frames=frames, frame_interval=interval, num_clips=clips, **overrides)

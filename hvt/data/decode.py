@@ -42,8 +42,9 @@ def _decord():
     return decord
 
 
-def decode_frames(data: bytes, sampler: ClipSampler, training: bool, rng: np.random.Generator | None,
-                  num_threads: int = 1) -> np.ndarray:
+def decode_frames(
+    data: bytes, sampler: ClipSampler, training: bool, rng: np.random.Generator | None, num_threads: int = 1
+) -> np.ndarray:
     """Decode the frames of ``sampler``'s clips: uint8 ``[clips, T, H, W, 3]``.
 
     Raises ``VideoDecodeError`` with the decoder's message when the bytes are empty, not a video or corrupt.
@@ -79,7 +80,9 @@ class ClipLoader:
         self.sampler = ClipSampler.from_config(config)
         self.randaugment = RandAugment(config.randaugment_n, config.randaugment_m)
 
-    def load(self, data: bytes, training: bool, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    def load(
+        self, data: bytes, training: bool, rng: np.random.Generator | None = None
+    ) -> dict[str, np.ndarray]:
         """``{"clip": uint8 clip_shape}`` plus ``"static_clip"`` (same shape) when training with static clips."""
         cfg = self.config
         if training and rng is None:

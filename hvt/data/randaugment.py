@@ -35,7 +35,17 @@ OPS = (
     "translate_x",
     "translate_y",
 )
-_SIGNED = {"rotate", "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y"}
+_SIGNED = {
+    "rotate",
+    "color",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ def _blend(image: torch.Tensor, other: torch.Tensor | float, factor: float) -> t
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma of float ``[N,3,H,W]`` -> ``[N,1,H,W]``."""
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def _affine(x: torch.Tensor, theta: list[list[float]]) -> torch.Tensor:

@@ -58,7 +58,9 @@ def resolve_shard_urls(source: str | list[str], split: str | None = None) -> lis
     manifest = storage.read_json(manifest_url)
     splits = manifest.get("splits", {})
     if split not in splits:
-        raise KeyError(f"split {split!r} not in {manifest_url}; it has: {', '.join(sorted(splits)) or 'none'}")
+        raise KeyError(
+            f"split {split!r} not in {manifest_url}; it has: {', '.join(sorted(splits)) or 'none'}"
+        )
     entries = splits[split]["shards"] if isinstance(splits[split], dict) else splits[split]
     urls = []
     for entry in entries:
@@ -86,18 +88,20 @@ def _split_name(name: str) -> tuple[str, str]:
 
 
 def _finish(key: str, members: dict[str, bytes], url: str) -> ShardSample:
-    videos = [ext for ext in members if ext.lower() in VIDEO_EXTENSIONS]
+    # the member kind is the last suffix: "clip.mp4" and "mp4" are both videos, "meta.json" is metadata
+    by_kind = {ext.rsplit(".", 1)[-1].lower(): ext for ext in members}
+    videos = [by_kind[kind] for kind in VIDEO_EXTENSIONS if kind in by_kind]
     video_ext = videos[0] if videos else ""
     errors = []
     if not videos:
         errors.append(f"no video member (looked for .{', .'.join(VIDEO_EXTENSIONS[:5])}, ...)")
     meta: dict[str, Any] = {}
     label = -1
-    if "json" not in members:
+    if "json" not in by_kind:
         errors.append("no .json member")
     else:
         try:
-            meta = json.loads(members["json"].decode("utf-8"))
+            meta = json.loads(members[by_kind["json"]].decode("utf-8"))
             label = int(meta["label"])
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
             errors.append(f"bad .json metadata ({type(err).__name__}: {err})")
@@ -115,8 +119,9 @@ def _finish(key: str, members: dict[str, bytes], url: str) -> ShardSample:
 def iter_tar_samples(fileobj: IO[bytes], url: str) -> Iterator[ShardSample]:
     """Samples of one WebDataset tar read as a stream (members of a sample are adjacent, as the format requires).
 
-    A tar that ends early (truncated upload) yields what it holds, then one sample with ``read_error`` set and key
-    ``<url>#truncated`` so the loss shows up in the failure count instead of vanishing.
+    A tar cut inside a member (truncated upload) yields the samples before it, then one sample with ``read_error``
+    set and key ``<url>#truncated``, so the loss shows up in the failure count instead of vanishing. A tar cut
+    exactly between members cannot be told from a complete one; its last sample then lacks a member and is flagged.
     """
     key: str | None = None
     members: dict[str, bytes] = {}
@@ -136,7 +141,9 @@ def iter_tar_samples(fileobj: IO[bytes], url: str) -> Iterator[ShardSample]:
                 members[ext] = handle.read() if handle is not None else b""
     except (tarfile.TarError, EOFError) as err:  # store I/O errors (OSError) propagate: Ray retries those
         log.error("shard %s is truncated or corrupt after %r: %s", url, key, err)
-        yield ShardSample(f"{url}#truncated", b"", "", -1, {}, url, read_error=f"unreadable shard tail: {err}")
+        yield ShardSample(
+            f"{url}#truncated", b"", "", -1, {}, url, read_error=f"unreadable shard tail: {err}"
+        )
         return
     if key is not None:
         yield _finish(key, members, url)

@@ -71,7 +71,9 @@ def eval_crop_boxes(src_h: int, src_w: int, config: DataConfig) -> list[CropBox]
 
 def crop_and_resize(frames: np.ndarray, box: CropBox, size: int) -> torch.Tensor:
     """uint8 ``[N,H,W,3]`` -> uint8 tensor ``[N,3,size,size]`` (channels-last memory) of ``box`` resized."""
-    region = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [N,3,H,W], channels-last strides
+    region = torch.from_numpy(np.ascontiguousarray(frames)).permute(
+        0, 3, 1, 2
+    )  # [N,3,H,W], channels-last strides
     region = region[:, :, box.top : box.top + box.height, box.left : box.left + box.width]
     if box.height == size and box.width == size:
         return region.contiguous(memory_format=torch.channels_last)

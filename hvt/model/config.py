@@ -84,7 +84,7 @@ class ModelConfig:
 
     # ------------------------------------------------------------------ derived
     @property
-    def halting_depth(self) -> int:
+    def num_halting_blocks(self) -> int:
         """Number of joint blocks that carry a halting score (0 when halting is off)."""
         return self.depth - self.glimpser_depth if self.halting else 0
 

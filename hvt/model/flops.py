@@ -102,13 +102,19 @@ def dense_config(cfg: ModelConfig) -> ModelConfig:
     return cfg.replace(glimpser_depth=0, keep_rate=(), halting=False)
 
 
-def flops_summary(name: str, num_frames: int = 8, img_size: int = 224, **overrides: Any) -> dict[str, Any]:
-    """GFLOPs of a named variant: ``dense_gflops`` (the Joint VT of the same backbone) and
+def flops_summary(
+    name: str, num_frames: int | None = 8, img_size: int | None = 224, **overrides: Any
+) -> dict[str, Any]:
+    """GFLOPs of a named variant at ``num_frames x img_size^2`` (None = the variant's own default): ``dense_gflops`` (the Joint VT of the same backbone) and
     ``no_halting_gflops`` (this model with every token that survives the Glimpser going through every block,
     i.e. the upper bound of what halting can spend), plus a per-block breakdown of the latter."""
     from .zoo import get_config
 
-    cfg = get_config(name, num_frames=num_frames, img_size=img_size, **overrides)
+    if num_frames is not None:
+        overrides["num_frames"] = num_frames
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    cfg = get_config(name, **overrides)
     t, n = _geometry(cfg, None, None)
     kept = cfg.kept_per_frame(n)
     blocks = block_macs(cfg)

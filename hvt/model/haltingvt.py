@@ -10,8 +10,6 @@ goes through the final LayerNorm into the classification head and the 2-way moti
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,7 +45,7 @@ class HaltingVT(nn.Module):
         self.head = nn.Linear(d, config.num_classes)
         self.motion_head = nn.Linear(d, 2) if config.motion_head else None
         # calibration hook added inside the halting sigmoid, one value per halting block; not saved
-        self.register_buffer("halt_offset", torch.zeros(max(config.halting_depth, 1)), persistent=False)
+        self.register_buffer("halt_offset", torch.zeros(max(config.num_halting_blocks, 1)), persistent=False)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
@@ -86,7 +84,11 @@ class HaltingVT(nn.Module):
         """Add ``offset`` (one value, or one per halting block) inside the halting sigmoid. For benchmarks and
         tests on untrained weights, to make tokens halt at a chosen rate; trained models use 0."""
         off = torch.as_tensor(offset, dtype=self.halt_offset.dtype, device=self.halt_offset.device)
-        self.halt_offset.copy_(off.expand_as(self.halt_offset))
+        self.halt_offset = off.expand_as(self.halt_offset).clone()  # re-assign: works inside inference_mode too
+
+    def set_halted_token_mode(self, mode: str) -> None:
+        """Switch how halted tokens are treated (``official`` / ``mask`` / ``remove``); weights are unchanged."""
+        self.config = self.config.replace(halted_token_mode=mode)
 
     # ------------------------------------------------------------------ embeddings
     def _pos_embed(self, hp: int, wp: int) -> Tensor:
@@ -150,7 +152,7 @@ class HaltingVT(nn.Module):
             token_depth = res.token_depth + g
             ponder = cfg.ponder_weight * res.ponder
             if cfg.distr_prior_weight > 0:
-                target = cfg.distr_target_depth or (cfg.halting_depth + 1) / 2
+                target = cfg.distr_target_depth or (cfg.num_halting_blocks + 1) / 2
                 prior = cfg.distr_prior_weight * distribution_prior(res.layer_mean_h, target)
                 ponder = ponder + prior
         else:
@@ -158,7 +160,7 @@ class HaltingVT(nn.Module):
                 seq = blk(seq)
             feat = seq[:, 0]
             tokens_per_layer[:, g:] = seq.shape[1]
-            token_depth = torch.full((b, 1 + t * k), float(cfg.depth), device=dev, dtype=seq.dtype)
+            token_depth = torch.full((b, 1 + t * k), float(cfg.depth), device=dev, dtype=torch.float32)
 
         feat = self.norm(feat)
         logits = self.head(feat)
@@ -166,9 +168,7 @@ class HaltingVT(nn.Module):
 
         halting_map = torch.zeros(b, t, n, device=dev, dtype=token_depth.dtype)
         halting_map.scatter_(2, kept, token_depth[:, 1:].reshape(b, t, k))
-        gflops = flops_mod.model_macs(cfg, t, hp * cfg.patch_size, tokens_per_layer) / flops_mod.GIGA
-        if hp != wp:  # model_macs assumes square frames; recompute the grid-dependent parts
-            gflops = self._gflops_rect(t, hp, wp, tokens_per_layer)
+        gflops = self._gflops(t, hp * wp, tokens_per_layer)
         return ModelOutput(
             logits=logits,
             motion_logits=motion,
@@ -180,13 +180,13 @@ class HaltingVT(nn.Module):
             prior_loss=prior,
         )
 
-    def _gflops_rect(self, t: int, hp: int, wp: int, tokens_per_layer: Tensor) -> Tensor:
+    def _gflops(self, t: int, n: int, tokens_per_layer: Tensor) -> Tensor:
+        """Per-sample GFLOPs from the tokens each sample had active at each block (see ``flops.py``)."""
         cfg = self.config
-        n = hp * wp
         hidden = int(cfg.embed_dim * cfg.mlp_ratio)
         total = flops_mod.patch_embed_macs(t, n, cfg.embed_dim, cfg.patch_size, cfg.in_chans) + flops_mod.head_macs(cfg)
         n_in = n
-        for i, kk in enumerate(cfg.kept_per_frame(n)):
+        for kk in cfg.kept_per_frame(n):
             total += flops_mod.divided_block_macs(t, n_in, kk, cfg.embed_dim, hidden)
             n_in = kk
         per = tokens_per_layer[:, cfg.glimpser_depth :].to(torch.float64)
@@ -202,4 +202,4 @@ def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["HaltingVT", "num_params", "math"]
+__all__ = ["HaltingVT", "num_params"]

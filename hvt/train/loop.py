@@ -139,7 +139,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         restore_rng(state["rng"])
         torch.manual_seed(cfg.seed + rank + 1000 * start_epoch)
         log.info("rank %d resumed from epoch %d (step %d)", rank, start_epoch, global_step)
-    model = ray.train.torch.prepare_model(model)
+    # In `remove` mode a sample whose tokens all halted early leaves later blocks without gradient, so DDP
+    # must tolerate parameters that got none in a step (otherwise the workers wait on each other forever).
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -154,10 +156,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             x, y, motion_y, n_real, n_failed = _split_batch(batch, device, with_static)
             failed += n_failed
             if n_real == 0:
-                continue
+                # every clip of this batch failed to decode: still step in lockstep with the other DDP workers,
+                # on a blank clip whose loss counts for nothing
+                x = torch.zeros(1, 3, *batch["clip"].shape[1:4], device=device)
+                y = motion_y = torch.zeros(1, dtype=torch.long, device=device)
             with _autocast(device):
                 out = model(x)
             losses = compute_loss(out, y, motion_y, cfg)
+            if n_real == 0:
+                losses = {name: value * 0.0 for name, value in losses.items()}
             (losses["loss"] / cfg.optim.grad_accum_steps).backward()
             micro += 1
             if micro % cfg.optim.grad_accum_steps == 0:

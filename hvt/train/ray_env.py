@@ -26,4 +26,5 @@ def ensure_ray(address: str | None = None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     num_cpus = max(4, 2 * (os.cpu_count() or 1))
     log.info("starting a local Ray with %d logical CPUs", num_cpus)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    # the dashboard serves the state API that Ray Train uses to watch its controller
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)

@@ -134,8 +134,8 @@ def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, 
 
 def run_training(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) the run for ``cfg``; return the best checkpoint by val top-1 and the last metrics."""
-    ensure_ray(cfg.scaling.ray_address)
     dataset = resolve_dataset(cfg.store, cfg.dataset_name, cfg.dataset_version)
+    ensure_ray(cfg.scaling.ray_address)
     trainer, run_name = build_trainer(cfg, dataset)
     log.info("training run %s on %s %s", run_name, dataset.name, dataset.version)
     try:

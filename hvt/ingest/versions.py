@@ -1,0 +1,100 @@
+"""Dataset versions in the store: ``{store}/datasets/<name>/<version>/``.
+
+A version exists when its ``manifest.json`` exists (written last, after every shard and its stats). The time
+it was committed is kept out of the manifest — so that a re-run produces the same manifest bytes — in
+``version.json``, written once, right after the first manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import posixpath
+from dataclasses import dataclass
+
+from hvt import storage
+
+MANIFEST = "manifest.json"
+VERSION_FILE = "version.json"
+QUARANTINE = "quarantine.jsonl"
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    name: str
+    version: str
+    path: str  # the version folder
+    manifest_url: str
+    created_at: str | None  # ISO 8601 UTC, from version.json
+    num_samples: int | None = None
+
+
+def dataset_root(store: str | None, name: str) -> str:
+    return storage.join(storage.resolve_store(store), "datasets", name)
+
+
+def version_path(store: str | None, name: str, version: str) -> str:
+    return storage.join(dataset_root(store, name), version)
+
+
+def commit_version(path: str, name: str, version: str, manifest_sha256: str) -> None:
+    """Record when the version first became whole; later re-runs leave the record as it is."""
+    record = {
+        "name": name,
+        "version": version,
+        "manifest_sha256": manifest_sha256,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    storage.create_exclusive(storage.join(path, VERSION_FILE), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+
+
+def list_dataset_versions(store: str | None, name: str) -> list[DatasetVersion]:
+    """Committed versions of dataset ``name``, oldest first (by ``created_at``, then id)."""
+    root = dataset_root(store, name)
+    fs, _ = storage.get_fs(root)
+    fs.invalidate_cache()  # object-store listings are cached per process; versions appear from other processes
+    found = []
+    for version in storage.listdir(root):
+        path = storage.join(root, version)
+        manifest_url = storage.join(path, MANIFEST)
+        if not storage.exists(manifest_url):
+            continue  # unfinished: it does not exist yet
+        created_at, num_samples = None, None
+        try:
+            record = storage.read_json(storage.join(path, VERSION_FILE))
+            created_at = record.get("created_at")
+        except FileNotFoundError:
+            pass
+        try:
+            num_samples = storage.read_json(manifest_url)["counts"]["sharded"]
+        except (KeyError, ValueError):
+            pass
+        found.append(DatasetVersion(name, version, path, manifest_url, created_at, num_samples))
+    return sorted(found, key=lambda v: (v.created_at or "", v.version))
+
+
+def latest_dataset_version(store: str | None, name: str) -> DatasetVersion | None:
+    versions = list_dataset_versions(store, name)
+    return versions[-1] if versions else None
+
+
+def load_manifest(store: str | None, name: str, version: str) -> dict:
+    url = storage.join(version_path(store, name, version), MANIFEST)
+    try:
+        return storage.read_json(url)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"dataset {name!r} has no committed version {version!r} (no {url}); "
+            "list versions with list_dataset_versions()"
+        ) from None
+
+
+def shard_urls(manifest_url: str, split: str) -> list[str]:
+    """URLs of the shards of ``split``, in order, from a manifest URL."""
+    manifest = storage.read_json(manifest_url)
+    splits = manifest.get("splits", {})
+    if split not in splits:
+        known = ", ".join(sorted(splits)) or "none"
+        raise KeyError(f"split {split!r} not in {manifest_url} (splits: {known})")
+    base = posixpath.dirname(manifest_url) if "://" in manifest_url else manifest_url.rsplit("/", 1)[0]
+    return [storage.join(base, shard["path"]) for shard in splits[split]["shards"]]

@@ -1,0 +1,234 @@
+"""Write one shard: read, probe (and maybe transcode) each planned entry, stream admitted samples into a tar
+that becomes visible only when complete, then write ``<shard>.stats.json`` — the shard's completion marker.
+
+Runs in a worker (a local process or a Ray task): everything it needs travels in a picklable
+:class:`ShardTask`, and it returns the stats it wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from hvt import storage
+from hvt.ingest import reasons
+from hvt.ingest.config import TranscodeOptions
+from hvt.ingest.probe import probe_video, transcode_video
+from hvt.ingest.reasons import Quarantined
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors that say "this will not get better by retrying".
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def with_retries(fn: Callable[[], T], *, retries: int, what: str, base_delay: float = 0.5) -> T:
+    """Call ``fn``; on a transient storage error (an ``OSError`` that is not a missing file or a permission
+    problem) try again up to ``retries`` times with exponential back-off."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except _PERMANENT:
+            raise
+        except OSError as err:
+            if attempt == retries:
+                raise
+            delay = base_delay * 2**attempt
+            log.warning("%s failed (%s); retry %d/%d in %.1fs", what, err, attempt + 1, retries, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class ShardTask:
+    version_url: str
+    name: str  # "train-000003"
+    split: str
+    index: int
+    entries: list[dict]  # planned entries (see plan.build_plan), in shard order
+    min_frames: int
+    full_decode: bool
+    transcode: dict | None
+    retries: int
+
+    @property
+    def plan_sha256(self) -> str:
+        """Identity of what this shard should contain: a stats file with another digest is stale."""
+        blob = json.dumps(
+            {"entries": self.entries, "min_frames": self.min_frames, "full_decode": self.full_decode,
+             "transcode": self.transcode},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def tar_url(self) -> str:
+        return storage.join(self.version_url, f"{self.name}.tar")
+
+    @property
+    def stats_url(self) -> str:
+        return storage.join(self.version_url, f"{self.name}.stats.json")
+
+
+class _HashingWriter:
+    """A write-only file object that hashes and counts what passes through."""
+
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        self._sink.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0  # reproducible bytes: no clock, no owner
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _read_source(url: str, retries: int) -> bytes:
+    try:
+        return with_retries(lambda: storage.read_bytes(url), retries=retries, what=f"reading {url}")
+    except FileNotFoundError:
+        raise Quarantined(reasons.MISSING, f"{url} disappeared after listing") from None
+    except (OSError, storage.StoreError) as err:
+        raise Quarantined(reasons.UNREADABLE, f"cannot read {url}: {err}") from None
+
+
+def _prepare_sample(entry: dict, task: ShardTask) -> tuple[bytes, dict]:
+    """Bytes and metadata of one admitted sample, or :class:`Quarantined`."""
+    data = _read_source(entry["source"], task.retries)
+    info = probe_video(data, ext=entry["ext"], min_frames=task.min_frames, full_decode=task.full_decode)
+    meta: dict[str, Any] = {}
+    if task.transcode is not None:
+        source_sha256 = hashlib.sha256(data).hexdigest()
+        data, info = transcode_video(data, TranscodeOptions(**task.transcode))
+        if info.num_frames < task.min_frames:
+            raise Quarantined(reasons.TOO_SHORT, f"{info.num_frames} frames after transcoding")
+        meta["source_sha256"] = source_sha256
+    meta.update(
+        {
+            "key": entry["key"],
+            "label": entry["label"],
+            "label_name": entry["label_name"],
+            "youtube_id": entry["youtube_id"],
+            "time_start": entry["time_start"],
+            "time_end": entry["time_end"],
+            "split": entry["split"],
+            "source": entry["source"],
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "container": info.container,
+            "codec": info.codec,
+            "fps": info.fps,
+            "num_frames": info.num_frames,
+            "width": info.width,
+            "height": info.height,
+            "duration": info.duration,
+        }
+    )
+    return data, meta
+
+
+def _write_once(task: ShardTask) -> dict:
+    quarantined: list[dict] = []
+    samples = 0
+    digest = {"sha256": None, "bytes": 0}
+
+    def admitted():
+        nonlocal samples
+        for entry in task.entries:
+            try:
+                data, meta = _prepare_sample(entry, task)
+            except Quarantined as q:
+                record = {k: entry[k] for k in ("line", "key", "label", "label_name", "youtube_id", "split", "source")
+                          if entry.get(k) is not None}
+                quarantined.append({**record, "reason": q.reason, "detail": q.detail})
+                log.info("quarantined line %s (%s): %s", entry["line"], entry["source"], q)
+                continue
+            samples += 1
+            yield entry["key"], meta["container"], data, meta
+
+    # Stream into the tar, opened lazily: a shard whose every entry is rejected writes no tar at all.
+    items = admitted()
+    first = next(items, None)
+    if first is not None:
+        with storage.atomic_open(task.tar_url, "wb") as handle:
+            writer = _HashingWriter(handle)
+            with tarfile.open(fileobj=writer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for key, ext, data, meta in _chain(first, items):
+                    _tar_member(tar, f"{key}.{ext}", data)
+                    _tar_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+            digest = {"sha256": writer.sha256.hexdigest(), "bytes": writer.bytes}
+    by_reason: dict[str, int] = {}
+    for record in quarantined:
+        by_reason[record["reason"]] = by_reason.get(record["reason"], 0) + 1
+    stats = {
+        "shard": f"{task.name}.tar" if samples else None,
+        "name": task.name,
+        "split": task.split,
+        "index": task.index,
+        "planned": len(task.entries),
+        "samples": samples,
+        "bytes": digest["bytes"],
+        "sha256": digest["sha256"],
+        "quarantined": quarantined,
+        "by_reason": dict(sorted(by_reason.items())),
+        "plan_sha256": task.plan_sha256,
+    }
+    storage.write_json(task.stats_url, stats)
+    return stats
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def write_shard(task: ShardTask) -> dict:
+    """Write the shard and its stats file; retry the whole shard on transient storage errors."""
+    return with_retries(lambda: _write_once(task), retries=task.retries, what=f"writing shard {task.tar_url}")
+
+
+def finished_stats(task: ShardTask) -> dict | None:
+    """The stats of a shard finished by an earlier run of the same plan, else None (write it again)."""
+    fs, stats_path = storage.get_fs(task.stats_url)
+    try:
+        stats = json.loads(fs.cat_file(stats_path))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.warning("ignoring unreadable stats %s: %s", task.stats_url, err)
+        return None
+    if stats.get("plan_sha256") != task.plan_sha256:
+        return None
+    if stats.get("samples"):
+        try:
+            size = fs.info(storage.get_fs(task.tar_url)[1])["size"]
+        except FileNotFoundError:
+            return None
+        if size != stats.get("bytes"):
+            return None
+    return stats

@@ -1,0 +1,108 @@
+"""Named variants: ``create_model(name, **overrides)``.
+
+Names: ``jointvt-<size>`` (dense Joint VT: every block joint space-time, no Glimpser, no halting) and
+``haltingvt-<size>-g<keep>-b<beta>`` (2 Glimpser blocks keeping ``0.<keep>`` of each frame's patches after the
+second one, halting with ``halt_center = beta``, ``halt_scale = 10``, ``eps = 0.01``), for keep in 03/05/07 and
+beta in 5/10/20. Sizes:
+
+======  =====  =====  =====  ========  =====  ============================================
+size    width  heads  depth  img_size  patch  use
+======  =====  =====  =====  ========  =====  ============================================
+nano    32     2      4      32        8      unit tests (2 Glimpser + 2 halting blocks)
+micro   96     3      6      112       16     CPU demo / training (2 Glimpser + 4 halting)
+ti      192    3      12     224       16     DeiT-Ti backbone
+s       384    6      12     224       16     DeiT-S backbone (the paper)
+b       768    12     12     224       16     DeiT-B backbone
+======  =====  =====  =====  ========  =====  ============================================
+
+All use MLP ratio 4, qkv bias, LayerNorm eps 1e-6, drop-path 0.1, 8 frames, 400 classes, the motion head, and
+``halted_token_mode="remove"``. The paper's variants are ``haltingvt-s-g03-b5``, ``haltingvt-s-g03-b10``,
+``haltingvt-s-g05-b20``, ``haltingvt-s-g07-b20`` and the baseline ``jointvt-s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .config import ModelConfig
+from .haltingvt import HaltingVT
+
+SIZES: dict[str, dict[str, int]] = {
+    "nano": dict(embed_dim=32, num_heads=2, depth=4, img_size=32, patch_size=8),
+    "micro": dict(embed_dim=96, num_heads=3, depth=6, img_size=112, patch_size=16),
+    "ti": dict(embed_dim=192, num_heads=3, depth=12, img_size=224, patch_size=16),
+    "s": dict(embed_dim=384, num_heads=6, depth=12, img_size=224, patch_size=16),
+    "b": dict(embed_dim=768, num_heads=12, depth=12, img_size=224, patch_size=16),
+}
+KEEP_RATES = {"g03": 0.3, "g05": 0.5, "g07": 0.7}
+BETAS = {"b5": 5.0, "b10": 10.0, "b20": 20.0}
+PAPER_VARIANTS = ("jointvt-s", "haltingvt-s-g03-b5", "haltingvt-s-g03-b10", "haltingvt-s-g05-b20", "haltingvt-s-g07-b20")
+
+# names used by the released configs (mmaction2) -> ours
+ALIASES = {"use_motion_head": "motion_head", "divid_depth": "glimpser_depth", "use_halting": "halting"}
+
+
+def _registry() -> dict[str, ModelConfig]:
+    reg: dict[str, ModelConfig] = {}
+    for size, arch in SIZES.items():
+        name = f"jointvt-{size}"
+        reg[name] = ModelConfig(name=name, glimpser_depth=0, keep_rate=(), halting=False, **arch)
+        for g, r in KEEP_RATES.items():
+            for bname, beta in BETAS.items():
+                name = f"haltingvt-{size}-{g}-{bname}"
+                reg[name] = ModelConfig(
+                    name=name, glimpser_depth=2, keep_rate=(1.0, r), halting=True, halt_scale=10.0,
+                    halt_center=beta, eps=0.01, **arch,
+                )
+    return reg
+
+
+_REGISTRY = _registry()
+
+
+def list_models() -> list[str]:
+    """All variant names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+    """The ``ModelConfig`` of a named variant with ``overrides`` applied (validated)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    cfg = _REGISTRY[name]
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        key = ALIASES.get(key, key)
+        if key not in fields:
+            raise TypeError(
+                f"unknown override {key!r} for create_model({name!r}); valid overrides: {', '.join(sorted(fields))}"
+            )
+        changes[key] = value
+    gdepth = changes.get("glimpser_depth", cfg.glimpser_depth)
+    if "keep_rate" in changes:
+        kr = changes["keep_rate"]
+        if isinstance(kr, (int, float)):
+            if gdepth == 0:
+                raise ValueError(f"{name!r} has no Glimpser blocks: keep_rate needs glimpser_depth > 0")
+            kr = (1.0,) * (gdepth - 1) + (float(kr),)
+        changes["keep_rate"] = tuple(kr)
+    elif gdepth != cfg.glimpser_depth:
+        changes["keep_rate"] = (1.0,) * gdepth
+    return dataclasses.replace(cfg, **changes)
+
+
+def create_model(name: str, **overrides: Any) -> HaltingVT:
+    """Build a named variant. ``overrides`` are ``ModelConfig`` fields (``num_frames``, ``img_size``,
+    ``keep_rate`` (a float = the rate of the last Glimpser block, or one value per Glimpser block),
+    ``halt_scale``, ``halt_center``, ``eps``, ``num_classes``, ``patch_size``, ``halted_token_mode``,
+    ``drop_path_rate``, ``motion_head``, ...); unknown names raise."""
+    return HaltingVT(get_config(name, **overrides))
+
+
+def create_model_from_config(config: ModelConfig | dict[str, Any]) -> HaltingVT:
+    """Rebuild the exact model a checkpoint describes (``config`` or ``config.to_dict()``)."""
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    return HaltingVT(config)

@@ -1,0 +1,33 @@
+"""Shared test settings: isolated Prefect home, no telemetry, Ray without auth tokens, realdata location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    home = Path(os.environ.get("PYTEST_PREFECT_HOME", "/tmp/hvt-test-prefect-home")) / str(os.getpid())
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.pop("HVT_STORE", None)
+
+
+@pytest.fixture
+def realdata() -> Path:
+    """The read-only real clips and annotations; skipped when absent, except under CI where it must exist."""
+    if not REALDATA.is_dir():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true but the real data folder {REALDATA} is missing")
+        pytest.skip(f"real data folder {REALDATA} not present (it lives in ../shared beside the checkout)")
+    return REALDATA

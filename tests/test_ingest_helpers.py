@@ -1,0 +1,54 @@
+"""Shared bits of the ingest tests (no tests here): where the real data lives, reading shards back."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+def realdata() -> Path:
+    """The shared real clips and annotation files; skip without them, except under CI where they must exist."""
+    if not REALDATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the real test data is missing at {REALDATA}")
+        pytest.skip(f"real test data not found at {REALDATA} (checkout without ../shared)")
+    return REALDATA
+
+
+def read_tar(data: bytes) -> dict[str, dict]:
+    """``key -> {"json": dict, "ext": str, "video": bytes}`` for one shard, checking member pairing."""
+    samples: dict[str, dict] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar.getmembers():
+            key, ext = member.name.split(".", 1)
+            payload = tar.extractfile(member).read()
+            sample = samples.setdefault(key, {})
+            if ext == "json":
+                sample["json"] = json.loads(payload)
+            else:
+                sample["ext"], sample["video"] = ext, payload
+    for key, sample in samples.items():
+        assert set(sample) == {"json", "ext", "video"}, f"{key} lacks a member: {sorted(sample)}"
+    return samples
+
+
+def read_quarantine(path: Path | str) -> list[dict]:
+    text = Path(path).read_text()
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def manifest_shards(manifest: dict) -> list[dict]:
+    """Every shard of a manifest, split by split in order, as ``{name, split, samples, bytes, sha256}``."""
+    out = []
+    for split in sorted(manifest["splits"]):
+        for shard in manifest["splits"][split]["shards"]:
+            out.append({"name": shard["path"], "split": split, **{k: shard[k] for k in ("samples", "bytes", "sha256")}})
+    return out
