@@ -26,8 +26,16 @@ class ModelSpec(BaseModel):
     pretrained: str | None = Field(default=None, description="path or URL of DeiT / released HaltingVT weights")
 
 
+Recipe = Literal["scratch", "paper-finetune"]
+
+
 class OptimConfig(BaseModel):
-    """Optimiser and schedule: linear warm-up then cosine decay, per optimiser step."""
+    """Optimiser and schedule: linear warm-up then cosine decay, per optimiser step.
+
+    The defaults are the ``scratch`` recipe (AdamW from random init, for the synthetic set). Named recipes:
+    ``OptimConfig.recipe("paper-finetune")`` (or ``OptimConfig.paper_finetune()``) and
+    ``OptimConfig.recipe("scratch")``; keyword overrides win over the recipe.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -43,18 +51,56 @@ class OptimConfig(BaseModel):
     ponder_weight_scale: float = Field(default=1.0, ge=0, description="multiplies the model's ponder loss")
     motion_loss_weight: float = Field(default=1.0, ge=0)
 
+    @classmethod
+    def paper_finetune(cls, **overrides: Any) -> OptimConfig:
+        """HaltingVT's fine-tuning recipe (DeiT's, from ImageNet weights): Adam, lr 1e-5, weight decay 1e-5,
+        5 warm-up epochs then cosine, grad-norm clip 40, 16 clips per GPU, 20 epochs."""
+        recipe: dict[str, Any] = dict(
+            optimizer="adam", lr=1e-5, weight_decay=1e-5, epochs=20, warmup_epochs=5.0, batch_size=16,
+            grad_clip_norm=40.0,
+        )
+        return cls(**{**recipe, **overrides})
+
+    @classmethod
+    def scratch(cls, **overrides: Any) -> OptimConfig:
+        """From random init on the synthetic set: AdamW, lr 1e-3, weight decay 0.05, 1 warm-up epoch."""
+        return cls(**overrides)
+
+    @classmethod
+    def recipe(cls, name: Recipe, **overrides: Any) -> OptimConfig:
+        builders = {"scratch": cls.scratch, "paper-finetune": cls.paper_finetune}
+        if name not in builders:
+            raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(builders)}")
+        return builders[name](**overrides)
+
 
 class ScalingSpec(BaseModel):
     """How the Ray job runs: workers, devices, fault tolerance, where the cluster is."""
 
     model_config = ConfigDict(extra="forbid")
 
-    num_workers: int = Field(default=2, ge=1)
+    num_workers: int = Field(default=2, ge=1, description="workers; with min_workers set, the most workers")
+    min_workers: int | None = Field(
+        default=None, ge=1, description="elastic: run with anything from min_workers to num_workers workers"
+    )
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=0.5, gt=0)
     max_failures: int = Field(default=2, ge=0)
     keep_checkpoints: int = Field(default=2, ge=1)
     ray_address: str | None = Field(default=None, description="None: start a local Ray; 'auto' or host:port")
+
+    @model_validator(mode="after")
+    def _check_elastic(self) -> ScalingSpec:
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"min_workers {self.min_workers} is more than num_workers {self.num_workers}")
+        return self
+
+    @property
+    def ray_num_workers(self) -> int | tuple[int, int]:
+        """What Ray's ``ScalingConfig(num_workers=...)`` takes: a count, or ``(min, max)`` when elastic."""
+        if self.min_workers is None or self.min_workers == self.num_workers:
+            return self.num_workers
+        return (self.min_workers, self.num_workers)
 
 
 class TrainConfig(BaseModel):
@@ -84,7 +130,10 @@ class TrainConfig(BaseModel):
     def fingerprint(self) -> str:
         """Short hash of what determines the result (not where it is stored or how many retries are allowed)."""
         payload = self.model_dump(mode="json", exclude={"store", "run_name", "registry_name"})
-        payload["scaling"].pop("max_failures", None)
+        # retries and elasticity change how a run survives failures, not what it computes; popping min_workers
+        # also keeps the names of runs made before the field existed
+        for key in ("max_failures", "min_workers"):
+            payload["scaling"].pop(key, None)
         payload["scaling"].pop("ray_address", None)
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]

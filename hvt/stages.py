@@ -14,15 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import hvt
 from hvt import registry
 from hvt.config import TrainConfig
-from hvt.evaluation.evaluate import evaluate_model, model_from_state
+from hvt.data import DataConfig
+from hvt.evaluation import plots
+from hvt.evaluation.evaluate import evaluate_model, halting_depths, model_from_state, read_clips
 from hvt.evaluation.report import render_report
+from hvt.model import ModelConfig
+from hvt.model.flops import GIGA, dense_config, model_macs
 from hvt.train.state import load_train_state
-from hvt.train.trainer import TrainResult
+from hvt.train.trainer import DatasetRef, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +87,80 @@ def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any],
     return metrics, state
 
 
-def _beats(candidate: dict[str, Any], champion: dict[str, Any]) -> tuple[bool, str]:
-    if candidate.get("eval_manifest_sha256") != champion.get("eval_manifest_sha256") or candidate.get(
-        "eval_split"
-    ) != champion.get("eval_split"):
-        return False, "champion was evaluated on a different evaluation set; not comparable, not promoted"
-    new, old = float(candidate.get("val_top1", 0.0)), float(champion.get("val_top1", 0.0))
-    if new > old:
-        return True, f"val_top1 {new:.4f} > champion's {old:.4f}"
-    return False, f"val_top1 {new:.4f} does not beat champion's {old:.4f}"
+def _accuracy_points(store: str, metrics: dict[str, Any], label: str) -> list[plots.AccuracyPoint]:
+    """Every registered version (of any model) evaluated on the same set as ``metrics``, plus the new one."""
+    points = []
+    for version in registry.list_versions(store):
+        other = version.metrics
+        same_set = other.get("eval_manifest_sha256") == metrics.get("eval_manifest_sha256") and other.get(
+            "eval_split"
+        ) == metrics.get("eval_split")
+        if same_set and "gflops_mean" in other:
+            points.append(
+                plots.AccuracyPoint(f"{version.model} {version.version}", float(other["val_top1"]),
+                                    float(other["gflops_mean"]))
+            )
+    points.append(plots.AccuracyPoint(label, float(metrics.get("val_top1", 0.0)),
+                                      float(metrics.get("gflops_mean", 0.0)), highlight=True))
+    return points
+
+
+def evaluation_plots(
+    store: str,
+    model_name: str,
+    state: dict[str, Any],
+    metrics: dict[str, Any],
+    dataset: DatasetRef,
+    data_config: DataConfig,
+    *,
+    map_clips: int = 3,
+) -> list[plots.Plot]:
+    """The report's plots: tokens per block, halting-depth histogram, halting maps over ``map_clips`` val clips,
+    and val top-1 vs GFLOPs of every version evaluated on the same set (this one highlighted)."""
+    model_config = ModelConfig.from_dict(state["model_config"])
+    out: list[plots.Plot] = []
+    if metrics.get("tokens_per_layer"):
+        out.append(
+            plots.tokens_per_layer_plot(
+                metrics["tokens_per_layer"],
+                glimpser_depth=model_config.glimpser_depth,
+                tokens_in=1 + model_config.num_frames * model_config.grid() ** 2,
+            )
+        )
+    if metrics.get("halting_depth_histogram"):
+        out.append(plots.halting_depth_plot(metrics["halting_depth_histogram"],
+                                            glimpser_depth=model_config.glimpser_depth))
+    clips = read_clips(dataset.path, metrics.get("eval_split", EVAL_SPLIT), data_config, map_clips)
+    if clips:
+        batch = np.stack([clip for _, _, clip in clips])  # [N, T, H, W, 3]
+        depth, logits = halting_depths(model_from_state(state), batch)
+        classes = dataset.classes
+        out.append(
+            plots.halting_maps_plot(
+                [
+                    plots.HaltingMapClip(
+                        clip, depth[i].numpy(),
+                        f"{key.rsplit('/', 1)[-1][:18]}\ntrue {classes[label]}\npred {classes[int(logits[i].argmax())]}",
+                    )
+                    for i, (key, label, clip) in enumerate(clips)
+                ],
+                depth=model_config.depth,
+                glimpser_depth=model_config.glimpser_depth,
+            )
+        )
+    else:
+        log.warning("no decodable %s clips in %s: the report has no halting maps", EVAL_SPLIT, dataset.path)
+    dense = model_macs(dense_config(model_config)) / GIGA
+    bound = model_macs(model_config) / GIGA if model_config.glimpser_depth or model_config.halting else None
+    out.append(
+        plots.accuracy_vs_gflops_plot(
+            _accuracy_points(store, metrics, f"{model_name} (this version)"),
+            eval_set=str(metrics.get("eval_set", "")),
+            dense_gflops=dense,
+            no_halting_gflops=bound,
+        )
+    )
+    return out
 
 
 def register_run(
@@ -118,11 +188,13 @@ def register_run(
         "epoch": int(state["epoch"]),
         "config": cfg.model_dump(mode="json", exclude={"store"}),
     }
+    figures = evaluation_plots(cfg.store, model_name, state, metrics, result.dataset, cfg.data)
     report = render_report(
         title=f"{model_name}: evaluation on {metrics['eval_set']}",
         metrics=metrics,
         classes=classes,
         lineage=lineage,
+        plots=[(figure.name, figure.title) for figure in figures],
     )
     version = registry.register_version(
         cfg.store,
@@ -131,6 +203,7 @@ def register_run(
             "model.pt": buffer.getvalue(),
             "report.md": report.encode(),
             "config.json": (json.dumps(lineage["config"], indent=2, sort_keys=True) + "\n").encode(),
+            **{figure.name: figure.png for figure in figures},
         },
         metrics=metrics,
         lineage=lineage,
@@ -141,7 +214,7 @@ def register_run(
         promoted, reason = True, "first version: no champion yet"
     else:
         champion = registry.get_version(cfg.store, model_name, champion_ref)
-        promoted, reason = _beats(metrics, champion.metrics)
+        promoted, reason = registry.beats(metrics, champion.metrics)
     if promoted:
         registry.set_alias(cfg.store, model_name, version.version, reason=reason)
     log.info("%s %s: %s", model_name, version.version, reason)
@@ -157,9 +230,13 @@ def evaluate_registered(
     dataset_version: str | None = None,
     split: str = EVAL_SPLIT,
     batch_size: int = 16,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a registry version (sha256-verified) on a dataset split; same metrics as after training."""
-    from hvt.data import DataConfig
+    """Evaluate a registry version (sha256-verified) on a dataset split; same metrics as after training.
+
+    The checkpoint is verified and the dataset resolved before Ray starts (``ray_address``: None = a local Ray,
+    unless one is running in this process already), so a refused checkpoint costs no cluster."""
+    from hvt.train.ray_env import ensure_ray
     from hvt.train.trainer import resolve_dataset
 
     version = registry.get_version(store, model_name, ref)
@@ -171,6 +248,7 @@ def evaluate_registered(
             f"{dataset.version}'s; evaluate it on a dataset with the same class list"
         )
     model = model_from_state(payload)
+    ensure_ray(ray_address)
     raw = evaluate_model(
         model,
         dataset.path,

@@ -23,12 +23,12 @@ from pipelines.train import train_haltingvt
 DEMO_DATASET = "synthetic-motion"
 
 
-def demo_config(store: str, epochs: int = 12) -> TrainConfig:
+def demo_config(store: str, epochs: int = 20) -> TrainConfig:
     """Small enough for 2 CPU cores in a few minutes, large enough to really learn motion."""
     return TrainConfig(
         store=store,
         dataset_name=DEMO_DATASET,
-        model=ModelSpec(name="haltingvt-micro-g05-b10", overrides={"img_size": 64, "patch_size": 8}),
+        model=ModelSpec(name="haltingvt-micro-g05-b10", overrides={"img_size": 64, "patch_size": 16, "drop_path_rate": 0.0}),
         data=DataConfig(
             num_frames=8,
             frame_interval=4,
@@ -39,20 +39,20 @@ def demo_config(store: str, epochs: int = 12) -> TrainConfig:
             flip=False,
             static_clips=True,
         ),
-        optim=OptimConfig(optimizer="adamw", lr=2e-3, weight_decay=0.05, epochs=epochs, warmup_epochs=1,
-                          batch_size=8),
+        optim=OptimConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, epochs=epochs, warmup_epochs=1,
+                          batch_size=16),
         scaling=ScalingSpec(num_workers=2, cpus_per_worker=0.5),
     )
 
 
 def demo_source() -> SyntheticSource:
-    return SyntheticSource(classes=4, per_class=40, seed=0, frames=32, width=64, height=64)
+    return SyntheticSource(classes=4, per_class=100, seed=0, frames=32, width=64, height=64)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

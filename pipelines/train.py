@@ -10,11 +10,15 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from hvt import registry, storage
+from hvt import storage
 from hvt.config import TrainConfig
 from hvt.ingest import ShardConfig, latest_dataset_version, make_synthetic_dataset, shard_dataset
 from hvt.stages import evaluate_run, register_run
+from hvt.train.job import summarize
 from hvt.train.trainer import TrainResult, run_training
+from pipelines.cluster import ClusterSpec, train_on_cluster
+from pipelines.credentials import apply_store_credentials
+from pipelines.nightly import decide_retrain
 from pipelines.params import SyntheticSource, VideoSource
 from pipelines.shard import _artifact_key
 
@@ -84,42 +88,49 @@ def train_haltingvt(
     config: TrainConfig = TrainConfig(),
     synthetic: SyntheticSource | None = None,
     source: VideoSource | None = None,
+    cluster: ClusterSpec | None = None,
+    only_if_new_data: bool = False,
+    credentials_block: str | None = None,
 ) -> dict[str, Any]:
-    """Shard if needed, train with Ray Train, evaluate on val, register; the report becomes a Prefect artifact."""
+    """Shard if needed, train with Ray Train, evaluate on val, register; the report becomes a Prefect artifact.
+
+    ``cluster``: run train -> evaluate -> register as a Ray job on that cluster instead of a local Ray.
+    ``only_if_new_data`` (the nightly deployment): skip, and say why, unless the newest dataset version has no
+    registered model yet. ``credentials_block``: a Prefect Secret block with the store's S3 credentials.
+    """
     logger = get_run_logger()
+    apply_store_credentials(credentials_block)
     config = config.model_copy(update={"store": storage.resolve_store(config.store)})
+    if only_if_new_data:
+        decision = decide_retrain(config)
+        if not decision.retrain:
+            create_markdown_artifact(
+                key=f"nightly-{_artifact_key(config.resolved_registry_name())}",
+                markdown=f"# Nightly retraining skipped\n\n{decision.reason}\n",
+                description="why the nightly run did not retrain",
+            )
+            return {"skipped": True, "reason": decision.reason, "dataset_version": decision.dataset_version}
     dataset = ensure_dataset(config, synthetic, source)
     config = config.model_copy(update={"dataset_version": dataset["version"]})
-    result = train(config)
-    metrics, state = evaluate(result, config)
-    registered = register(result, config, metrics, state)
-    version = registered.version
-    report = storage.read_text(storage.join(version.path, "report.md"))
+    if cluster is not None:
+        summary = train_on_cluster(config, cluster)
+    else:
+        result = train(config)
+        metrics, state = evaluate(result, config)
+        summary = summarize(result, config, metrics, register(result, config, metrics, state))
+    summary["dataset"] = {"name": config.dataset_name, **dataset}
+    reg, metrics = summary["registry"], summary["metrics"]
     create_markdown_artifact(
-        key=f"report-{_artifact_key(version.model)}",
-        markdown=report,
-        description=f"{version.model} {version.version} evaluation report",
+        key=f"report-{_artifact_key(reg['model'])}",
+        markdown=storage.read_text(reg["report"]),
+        description=f"{reg['model']} {reg['version']} evaluation report",
     )
-    summary = {
-        "run": result.run_name,
-        "dataset": {"name": config.dataset_name, **dataset},
-        "metrics": metrics,
-        "registry": {
-            "model": version.model,
-            "version": version.version,
-            "path": version.path,
-            "report": storage.join(version.path, "report.md"),
-            "promoted": registered.promoted,
-            "reason": registered.promotion_reason,
-            "champion": registry.get_alias(config.store, version.model),
-        },
-    }
     logger.info(
         "%s %s: val top-1 %.3f (top-5 %.3f); %s",
-        version.model,
-        version.version,
+        reg["model"],
+        reg["version"],
         metrics["val_top1"],
         metrics["val_top5"],
-        registered.promotion_reason,
+        reg["reason"],
     )
     return summary

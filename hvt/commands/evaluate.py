@@ -23,9 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hvt.stages import evaluate_registered
-    from hvt.train.ray_env import ensure_ray
 
-    ensure_ray(None)
     metrics = evaluate_registered(
         storage.resolve_store(args.store),
         args.model,

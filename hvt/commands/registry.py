@@ -24,11 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--store", default=None)
     show.set_defaults(func=run_show)
 
-    promote = sub.add_parser("promote", help="point the champion alias at a version (by hand)")
+    promote = sub.add_parser(
+        "promote",
+        help="point the champion alias at a version; refused unless it beats the champion on the same eval set",
+    )
     promote.add_argument("model")
     promote.add_argument("version", help="vN")
     promote.add_argument("--store", default=None)
     promote.add_argument("--alias", default=registry.CHAMPION)
+    promote.add_argument("--force", action="store_true", help="promote even if it does not beat the alias's version")
     promote.set_defaults(func=run_promote)
 
 
@@ -72,6 +76,6 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_promote(args: argparse.Namespace) -> int:
     store = storage.resolve_store(args.store)
-    registry.set_alias(store, args.model, args.version, alias=args.alias, reason="promoted by hand")
-    print(f"{args.model}: {args.alias} -> {args.version}")
+    reason = registry.promote(store, args.model, args.version, alias=args.alias, force=args.force)
+    print(f"{args.model}: {args.alias} -> {args.version} ({reason})")
     return 0

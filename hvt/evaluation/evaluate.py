@@ -6,8 +6,10 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
+from hvt import storage
 from hvt.data import DataConfig, build_clip_dataset, normalize_clips
 from hvt.evaluation.metrics import ClipMetrics
 from hvt.model import ModelConfig, create_model_from_config
@@ -64,3 +66,50 @@ def evaluate_model(
     if depth_hist is not None:
         result["halting_depth_histogram"] = [int(v) for v in depth_hist.tolist()]
     return result
+
+
+def read_clips(
+    dataset_path: str, split: str, data_config: DataConfig, count: int, *, scan_limit: int = 64
+) -> list[tuple[str, int, np.ndarray]]:
+    """Up to ``count`` clips of a split as ``(key, label, uint8 [T, H, W, 3])`` with the test transform (first
+    view), read straight from the shards without Ray. Among the first ``scan_limit`` samples, clips of different
+    classes come first, so a few clips show a few classes. Samples that fail to decode are logged and skipped."""
+    from hvt.data import VideoDecodeError, load_clip_from_bytes, resolve_shard_urls
+    from hvt.data.shards import iter_tar_samples
+
+    picked: list[tuple[str, int, np.ndarray]] = []
+    spare: list[tuple[str, int, np.ndarray]] = []
+    labels: set[int] = set()
+    scanned = 0
+    for url in resolve_shard_urls(dataset_path, split):
+        fs, path = storage.get_fs(url)
+        with fs.open(path, "rb") as handle:
+            for sample in iter_tar_samples(handle, url):
+                scanned += 1
+                if sample.read_error:
+                    log.warning("skipping %s for plots: %s", sample.key, sample.read_error)
+                    continue
+                if sample.label in labels and len(spare) >= count:
+                    continue
+                try:
+                    clip = load_clip_from_bytes(sample.video, data_config, training=False)
+                except VideoDecodeError as err:
+                    log.warning("skipping %s for plots: %s", sample.key, err)
+                    continue
+                item = (sample.key, sample.label, clip[0] if clip.ndim == 5 else clip)
+                if sample.label in labels:
+                    spare.append(item)
+                else:
+                    labels.add(sample.label)
+                    picked.append(item)
+                if len(picked) >= count or scanned >= scan_limit:
+                    return (picked + spare)[:count]
+    return (picked + spare)[:count]
+
+
+@torch.no_grad()
+def halting_depths(model: torch.nn.Module, clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on uint8 clips ``[B, T, H, W, 3]``; return (``halting_depth`` ``[B, T, Hp, Wp]``, logits)."""
+    model.eval()
+    out = model(normalize_clips(torch.from_numpy(np.ascontiguousarray(clips))))
+    return out.halting_depth, out.logits

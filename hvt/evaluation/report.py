@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -15,9 +16,11 @@ def render_report(
     metrics: dict[str, Any],
     classes: list[str],
     lineage: dict[str, Any],
-    plots: list[str] | None = None,
+    plots: Sequence[str | tuple[str, str]] | None = None,
 ) -> str:
-    """A short human-readable report: headline metrics, per-class accuracy, cost and lineage."""
+    """A short human-readable report: headline metrics, per-class accuracy, cost, plots and lineage.
+
+    ``plots``: image files beside the report, each a file name or ``(file name, caption)``."""
     lines = [f"# {title}", ""]
     lines += [
         "| metric | value |",
@@ -41,8 +44,11 @@ def render_report(
         lines += ["## Tokens processed per layer (mean per clip)", "", "| layer | tokens |", "|---|---|"]
         lines += [f"| {i + 1} | {t:.1f} |" for i, t in enumerate(tokens)]
         lines.append("")
+    if plots:
+        lines += ["## Plots", ""]
     for plot in plots or []:
-        lines += [f"![{plot}]({plot})", ""]
+        name, caption = (plot, plot) if isinstance(plot, str) else plot
+        lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
     lines += ["## Lineage", ""]
     lines += [f"- **{key}**: `{value}`" for key, value in sorted(lineage.items()) if not isinstance(value, dict)]
     lines.append("")

@@ -3,17 +3,24 @@
 Loss = cross-entropy on real and static clips (the static fake keeps the class label)
      + the model's ponder loss + cross-entropy of the 2-way motion head (real = 1, static = 0).
 Every epoch: validate on this worker's share of the val split (torchmetrics syncs across workers), then report
-metrics and, from rank 0, a checkpoint. On start, resume from ``ray.train.get_checkpoint()`` when there is one.
+metrics and, from rank 0, a checkpoint. On start, resume from ``ray.train.get_checkpoint()`` when there is one;
+``attempt_start_epoch`` in the metrics and the checkpoint says where the current attempt began (0 = fresh start),
+which is how a restart after a crash can be told from a run that started over.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import tempfile
 import time
+from collections.abc import Iterable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 import ray.train
 import ray.train.torch
@@ -36,6 +43,13 @@ def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG the loop touches (torch, Python, NumPy) so that a run is repeatable per worker."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -84,6 +98,71 @@ def compute_loss(out: Any, y: torch.Tensor, motion_y: torch.Tensor, cfg: TrainCo
     return {"loss": ce + ponder + motion, "ce": ce, "ponder": ponder, "motion": motion}
 
 
+@dataclass
+class EpochStats:
+    """What one pass over the training shard did: per-clip loss sums, clip counts and optimiser steps."""
+
+    sums: dict[str, float] = field(
+        default_factory=lambda: {"loss": 0.0, "ce": 0.0, "ponder": 0.0, "motion": 0.0, "gflops": 0.0}
+    )
+    seen: int = 0
+    failed: int = 0
+    optimizer_steps: int = 0
+
+
+def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig):
+    if cfg.optim.grad_clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    cfg: TrainConfig,
+    device: torch.device,
+    with_static: bool,
+) -> EpochStats:
+    """One epoch over ``batches`` with gradient accumulation: every ``grad_accum_steps`` micro-batches make one
+    optimiser step (each micro-batch loss is divided by ``grad_accum_steps``, so equal-sized micro-batches give the
+    gradient of their union); a partial accumulation left at the end is flushed as one more step."""
+    accum = cfg.optim.grad_accum_steps
+    stats = EpochStats()
+    micro = 0
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    for batch in batches:
+        x, y, motion_y, n_real, n_failed = _split_batch(batch, device, with_static)
+        stats.failed += n_failed
+        if n_real == 0:
+            # every clip of this batch failed to decode: still step in lockstep with the other DDP workers,
+            # on a blank clip whose loss counts for nothing
+            x = torch.zeros(1, 3, *batch["clip"].shape[1:4], device=device)
+            y = motion_y = torch.zeros(1, dtype=torch.long, device=device)
+        with _autocast(device):
+            out = model(x)
+        losses = compute_loss(out, y, motion_y, cfg)
+        if n_real == 0:
+            losses = {name: value * 0.0 for name, value in losses.items()}
+        (losses["loss"] / accum).backward()
+        micro += 1
+        if micro % accum == 0:
+            _optimizer_step(model, optimizer, scheduler, cfg)
+            stats.optimizer_steps += 1
+        for name in ("loss", "ce", "ponder", "motion"):
+            stats.sums[name] += float(losses[name].detach()) * n_real
+        stats.sums["gflops"] += float(out.gflops[:n_real].detach().float().sum())
+        stats.seen += n_real
+    if micro % accum:  # flush a partial accumulation at the epoch's end
+        _optimizer_step(model, optimizer, scheduler, cfg)
+        stats.optimizer_steps += 1
+    return stats
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, shard: Any, cfg: TrainConfig, num_classes: int, device: torch.device):
     """Metrics over this worker's share of the val split; ``compute`` gathers every worker's share."""
@@ -106,10 +185,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = TrainConfig.model_validate(loop_config["train_config"])
     num_classes = int(loop_config["num_classes"])
     manifest_sha256 = loop_config["manifest_sha256"]
-    steps_per_epoch = max(1, int(loop_config["steps_per_epoch"]))
     context = ray.train.get_context()
-    rank = context.get_world_rank()
-    torch.manual_seed(cfg.seed + rank)
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    if "train_samples" in loop_config:  # elastic runs learn their world size only here
+        per_step = cfg.optim.batch_size * world_size
+        steps_per_epoch = max(1, math.ceil(int(loop_config["train_samples"]) / per_step))
+    else:
+        steps_per_epoch = max(1, int(loop_config["steps_per_epoch"]))
+    seed_everything(cfg.seed + rank)
     device = ray.train.torch.get_device()
 
     model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
@@ -137,7 +220,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         start_epoch, global_step = int(state["epoch"]) + 1, int(state["step"])
         best_top1 = float(state.get("best_val_top1", -1.0))
         restore_rng(state["rng"])
-        torch.manual_seed(cfg.seed + rank + 1000 * start_epoch)
+        seed_everything(cfg.seed + rank + 1000 * start_epoch)
         log.info("rank %d resumed from epoch %d (step %d)", rank, start_epoch, global_step)
     # In `remove` mode a sample whose tokens all halted early leaves later blocks without gradient, so DDP
     # must tolerate parameters that got none in a step (otherwise the workers wait on each other forever).
@@ -146,47 +229,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     with_static = bool(cfg.data.static_clips)
+    attempt_start_epoch = start_epoch
     for epoch in range(start_epoch, cfg.optim.epochs):
-        model.train()
         started = time.perf_counter()
-        sums = {"loss": 0.0, "ce": 0.0, "ponder": 0.0, "motion": 0.0, "gflops": 0.0}
-        seen, failed, micro = 0, 0, 0
-        optimizer.zero_grad(set_to_none=True)
-        for batch in train_shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False):
-            x, y, motion_y, n_real, n_failed = _split_batch(batch, device, with_static)
-            failed += n_failed
-            if n_real == 0:
-                # every clip of this batch failed to decode: still step in lockstep with the other DDP workers,
-                # on a blank clip whose loss counts for nothing
-                x = torch.zeros(1, 3, *batch["clip"].shape[1:4], device=device)
-                y = motion_y = torch.zeros(1, dtype=torch.long, device=device)
-            with _autocast(device):
-                out = model(x)
-            losses = compute_loss(out, y, motion_y, cfg)
-            if n_real == 0:
-                losses = {name: value * 0.0 for name, value in losses.items()}
-            (losses["loss"] / cfg.optim.grad_accum_steps).backward()
-            micro += 1
-            if micro % cfg.optim.grad_accum_steps == 0:
-                if cfg.optim.grad_clip_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                global_step += 1
-            for name in ("loss", "ce", "ponder", "motion"):
-                sums[name] += float(losses[name].detach()) * n_real
-            sums["gflops"] += float(out.gflops[:n_real].detach().float().sum())
-            seen += n_real
-        if micro % cfg.optim.grad_accum_steps:  # flush a partial accumulation at the epoch's end
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
+        batches = train_shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False)
+        stats = train_one_epoch(model, batches, optimizer, scheduler, cfg, device, with_static)
+        global_step += stats.optimizer_steps
+        sums, seen, failed = stats.sums, stats.seen, stats.failed
         train_seconds = time.perf_counter() - started
         val = validate(model, val_shard, cfg, num_classes, device)
         metrics: dict[str, Any] = {
             "epoch": epoch,
+            "attempt_start_epoch": attempt_start_epoch,
             "step": global_step,
             "lr": scheduler.get_last_lr()[0],
             "train_clips": seen,
@@ -214,6 +268,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                         "epoch": epoch,
                         "step": global_step,
                         "best_val_top1": best_top1,
+                        "attempt_start_epoch": attempt_start_epoch,
                         "rng": capture_rng(),
                         "train_config": cfg.model_dump(mode="json"),
                         "num_classes": num_classes,

@@ -1,0 +1,36 @@
+"""`hvt predict VIDEO`: top-5 classes of one video and the GFLOPs the model spent on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="classify one video: top-5 classes and GFLOPs spent")
+    parser.add_argument("video", help="video file (local path or fsspec URL)")
+    parser.add_argument(
+        "--model", default="champion",
+        help="registry ref (champion, latest, vN, or another alias) or a path to a model.pt (default champion)",
+    )
+    parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
+    parser.add_argument("--registry-name", default=None, help="registered model name (default: the store's only one)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hvt.predict import predict_video
+
+    prediction = predict_video(args.video, model=args.model, store=args.store, registry_name=args.registry_name)
+    if args.json:
+        print(json.dumps(prediction.as_dict(), indent=2))
+        return 0
+    model = f"{prediction.model} {prediction.version}" if prediction.version else prediction.model
+    views = f" over {prediction.views} views" if prediction.views > 1 else ""
+    print(f"{prediction.video}")
+    print(f"model {model}: {prediction.gflops:.4f} GFLOPs spent on this clip{views}")
+    width = max(len(p.label) for p in prediction.top5)
+    for rank, item in enumerate(prediction.top5, 1):
+        print(f"  {rank}. {item.label:<{width}}  {100 * item.prob:5.1f}%")
+    return 0

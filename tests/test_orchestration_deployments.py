@@ -1,0 +1,257 @@
+"""The deployments as users run them: a real Prefect server and process worker on 127.0.0.1, `prefect deploy --all`
+from prefect.yaml, `prefect deployment run train-haltingvt/<name> --watch`; and for `cluster`, a real Ray head
+(`ray start --head`, Jobs API) that the flow submits the training job to.
+
+Tiny runs (3 classes x 6 clips, 1 epoch); every server is started in its own session and stopped by its id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hvt import registry
+
+pytestmark = [pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POOL = "hvt-local"  # the pool named in prefect.yaml
+MODEL = "haltingvt-micro-g05-b10"
+CLASSES, PER_CLASS = 3, 6
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"nothing answered at {url} within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def _process(args: list[str], env: dict[str, str], log: Path, *, stop_signals: tuple[int, ...]) -> Iterator[
+    subprocess.Popen
+]:
+    """Run ``args`` in its own session; on exit send ``stop_signals`` to its process group, then SIGKILL."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        yield proc
+    finally:
+        for sig in (*stop_signals, signal.SIGKILL):
+            if proc.poll() is not None:
+                break
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the leader left behind in its group
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class PrefectStack:
+    api_url: str
+    env: dict[str, str]
+    worker_log: Path
+
+    def cli(self, *args: str, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "prefect"), *args], env=self.env, cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def post(self, path: str, body: dict) -> list[dict]:
+        request = urllib.request.Request(f"{self.api_url}{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def run_deployment(self, name: str, params: dict, timeout: int) -> tuple[subprocess.CompletedProcess, str]:
+        proc = self.cli("deployment", "run", name, "--watch", "--watch-interval", "3", "--watch-timeout",
+                        str(timeout), "--params", json.dumps(params), timeout=timeout + 60)
+        match = re.search(r"UUID:\s*([0-9a-f-]{36})", proc.stdout)
+        assert match, f"no flow run id in the output:\n{proc.stdout}\n{proc.stderr}"
+        return proc, match.group(1)
+
+    def flow_run_logs(self, flow_run_id: str) -> str:
+        lines, offset = [], 0
+        while True:
+            page = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200,
+                                              "offset": offset, "sort": "TIMESTAMP_ASC"})
+            lines += [entry["message"] for entry in page]
+            if len(page) < 200:
+                return "\n".join(lines)
+            offset += 200
+
+    def artifact(self, key: str) -> dict:
+        found = self.post("/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"})
+        assert found, f"no artifact with key {key!r}"
+        return found[0]
+
+
+@pytest.fixture(scope="module")
+def prefect_stack(tmp_path_factory) -> Iterator[PrefectStack]:
+    """Prefect server + `prefect deploy --all` + a process worker on pool hvt-local; stopped worker first."""
+    tmp = tmp_path_factory.mktemp("prefect")
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HVT_"))}
+    env.update(PREFECT_HOME=str(tmp / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_LOGGING_LEVEL="INFO", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    server_log = tmp / "server.log"
+    server_args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with _process(server_args, env, server_log, stop_signals=(signal.SIGINT, signal.SIGTERM)) as server:
+        _wait_http(f"{api_url}/health", server, server_log, timeout=120)
+        client_env = {**env, "PREFECT_API_URL": api_url, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        stack = PrefectStack(api_url, client_env, tmp / "worker.log")
+        created = stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite",
+                            "--base-job-template", str(REPO / "infra/prefect/process-work-pool.json"), timeout=120)
+        assert created.returncode == 0, created.stdout + created.stderr
+        deployed = stack.cli("--no-prompt", "deploy", "--all", timeout=300)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        listed = stack.cli("deployment", "ls", timeout=120).stdout
+        for name in ("train-haltingvt/local", "train-haltingvt/nightly", "train-haltingvt/cluster",
+                     "shard-dataset/local", "evaluate-haltingvt/local"):
+            assert name in listed, listed
+        worker_args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
+        # the worker may need two SIGINTs (the first cancels its runs, the second stops it)
+        with _process(worker_args, client_env, stack.worker_log,
+                      stop_signals=(signal.SIGINT, signal.SIGINT, signal.SIGTERM)):
+            yield stack
+
+
+def _tiny_params(store: str, *, seed: int = 0) -> dict:
+    from pipelines.demo import demo_config
+
+    config = demo_config(store, epochs=1).model_copy(update={"seed": seed})
+    synthetic = {"classes": CLASSES, "per_class": PER_CLASS, "seed": 1, "frames": 16, "width": 64, "height": 64}
+    return {"config": config.model_dump(mode="json"), "synthetic": synthetic}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("store"))
+
+
+@pytest.mark.timeout(420)
+def test_local_deployment_registers_a_version_and_publishes_the_report(prefect_stack, store):
+    proc, run_id = prefect_stack.run_deployment("train-haltingvt/local", _tiny_params(store), timeout=330)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\nworker:\n{prefect_stack.worker_log.read_text()[-4000:]}"
+    assert "Completed" in proc.stdout
+    versions = registry.list_versions(store, MODEL)
+    assert [v.version for v in versions] == ["v1"]
+    assert registry.get_alias(store, MODEL) == "v1"
+    assert versions[0].metrics["num_classes"] == CLASSES
+    report = prefect_stack.artifact(f"report-{MODEL}")
+    assert report["flow_run_id"] == run_id
+    assert f"{MODEL}: evaluation on synthetic-motion/" in report["data"]
+    assert "val top-1" in prefect_stack.flow_run_logs(run_id)
+
+
+@pytest.mark.timeout(240)
+def test_nightly_without_new_data_finishes_cleanly_and_says_why(prefect_stack, store):
+    if not registry.list_versions(store, MODEL):
+        pytest.skip("needs the local deployment's run first")
+    params = {"config": _tiny_params(store)["config"]}  # the deployment's only_if_new_data=true stays
+    proc, run_id = prefect_stack.run_deployment("train-haltingvt/nightly", params, timeout=180)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert [v.version for v in registry.list_versions(store, MODEL)] == ["v1"]  # nothing retrained
+    assert "no newer dataset" in prefect_stack.flow_run_logs(run_id)
+    assert "already trained on it" in prefect_stack.artifact(f"nightly-{MODEL}")["data"]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory) -> Iterator[str]:
+    """A local Ray head with the Jobs API on free loopback ports; yields the Jobs API address."""
+    tmp = tmp_path_factory.mktemp("ray")
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    temp_dir = Path(f"/tmp/hvt-ray-{os.getpid()}")  # short: Ray's socket paths must stay under 107 bytes
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--include-dashboard=true",
+            "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    log = tmp / "ray-head.log"
+    address = f"http://127.0.0.1:{dashboard_port}"
+    with _process(args, env, log, stop_signals=(signal.SIGTERM,)) as head:
+        _wait_http(f"{address}/api/version", head, log, timeout=120)
+        yield address
+
+
+def _ray_job(address: str, logs: str):
+    from ray.job_submission import JobSubmissionClient
+
+    match = re.search(r"submitted Ray job (hvt-[0-9a-f-]+)", logs)
+    assert match, logs[-4000:]
+    return JobSubmissionClient(address).get_job_info(match.group(1))
+
+
+@pytest.mark.timeout(420)
+def test_cluster_deployment_trains_as_a_ray_job(prefect_stack, ray_head, store):
+    before = len(registry.list_versions(store, MODEL))
+    params = _tiny_params(store, seed=7)  # another config: a new run, not a resume of the local one
+    params["cluster"] = {"address": ray_head, "python": sys.executable, "working_dir": str(REPO),
+                         "env_vars": {"HVT_TEST_MARKER": "from-runtime-env"}}
+    proc, run_id = prefect_stack.run_deployment("train-haltingvt/cluster", params, timeout=330)
+    logs = prefect_stack.flow_run_logs(run_id)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{logs[-6000:]}"
+    job = _ray_job(ray_head, logs)
+    assert str(job.status.value) == "SUCCEEDED"
+    assert job.entrypoint.startswith(f"{sys.executable} -m hvt.train.job --config-json ")
+    assert job.runtime_env["env_vars"]["HVT_TEST_MARKER"] == "from-runtime-env"
+    assert job.runtime_env["working_dir"].startswith("gcs://")  # the checkout was uploaded
+    assert f"[ray job {job.submission_id}]" in logs  # the job's logs were streamed into the flow run
+    assert "HVT_JOB_SUMMARY" in logs
+    versions = registry.list_versions(store, MODEL)
+    assert len(versions) == before + 1
+    assert versions[-1].lineage["config"]["seed"] == 7
+    assert prefect_stack.artifact(f"report-{MODEL}")["flow_run_id"] == run_id
+
+
+@pytest.mark.timeout(240)
+def test_cluster_job_failure_fails_the_flow_run(prefect_stack, ray_head, tmp_path):
+    """A job that fails on the cluster fails the flow run, and the flow run says why."""
+    params = _tiny_params(str(tmp_path / "empty-store"))
+    del params["synthetic"]
+    params["config"]["dataset_version"] = "v-missing"  # the flow trusts a pinned version; the job finds none
+    params["cluster"] = {"address": ray_head, "python": sys.executable}
+    proc, run_id = prefect_stack.run_deployment("train-haltingvt/cluster", params, timeout=180)
+    logs = prefect_stack.flow_run_logs(run_id)
+    assert proc.returncode != 0, proc.stdout
+    assert str(_ray_job(ray_head, logs).status.value) == "FAILED"
+    assert "ended FAILED" in logs and "v-missing" in logs, logs[-4000:]
