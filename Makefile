@@ -34,3 +34,35 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) hvt-store .pytest_cache
+
+# --- Operator targets (README "Operator guide"): a local Prefect server, the deployments, a worker, a Ray head.
+PREFECT_PORT ?= 4200
+PREFECT_API  ?= http://127.0.0.1:$(PREFECT_PORT)/api
+POOL         ?= hvt-local
+RAY_PORT     ?= 6389
+RAY_DASHBOARD_PORT ?= 8265
+PREFECT_ENV  := PREFECT_API_URL=$(PREFECT_API) PREFECT_SERVER_ANALYTICS_ENABLED=false RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled}
+
+.PHONY: prefect-server deploy prefect-worker ray-head dev-stack-up dev-stack-down
+
+prefect-server: $(STAMP)  ## foreground; Ctrl-C stops it
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: $(STAMP)  ## the work pool and every deployment in prefect.yaml
+	$(PREFECT_ENV) $(VENV)/bin/prefect work-pool create $(POOL) --type process --overwrite \
+	    --base-job-template infra/prefect/process-work-pool.json
+	$(PREFECT_ENV) $(VENV)/bin/prefect --no-prompt deploy --all
+
+prefect-worker: $(STAMP)  ## foreground; Ctrl-C twice stops it
+	$(PREFECT_ENV) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/prefect worker start --pool $(POOL) --type process
+
+ray-head: $(STAMP)  ## foreground local Ray head with the Jobs API on 127.0.0.1:$(RAY_DASHBOARD_PORT); Ctrl-C stops it
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/ray start --head --block \
+	    --node-ip-address=127.0.0.1 --port=$(RAY_PORT) --dashboard-host=127.0.0.1 \
+	    --dashboard-port=$(RAY_DASHBOARD_PORT) --include-dashboard=true --disable-usage-stats
+
+dev-stack-up: $(STAMP)
+	infra/dev-stack.sh up
+
+dev-stack-down:
+	infra/dev-stack.sh down

@@ -187,7 +187,7 @@ def predict_video(
     probs, gflops = predict_clip(loaded, clip)
     k = min(top_k, probs.numel())
     values, indices = probs.topk(k)
-    top = [LabelProb(loaded.classes[int(i)], float(v)) for v, i in zip(values, indices)]
+    top = [LabelProb(loaded.classes[int(i)], float(v)) for v, i in zip(values, indices, strict=False)]
     views = clip.shape[0] if clip.ndim == 5 else 1
     log.debug("%s: %s with %s, %.4f GFLOPs", video, top[0].label, loaded.describe(), gflops)
     return Prediction(video, top, gflops, loaded.name, loaded.version, views)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -208,9 +209,12 @@ def ray_head(tmp_path_factory) -> Iterator[str]:
             "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     log = tmp / "ray-head.log"
     address = f"http://127.0.0.1:{dashboard_port}"
-    with _process(args, env, log, stop_signals=(signal.SIGTERM,)) as head:
-        _wait_http(f"{address}/api/version", head, log, timeout=120)
-        yield address
+    try:
+        with _process(args, env, log, stop_signals=(signal.SIGTERM,)) as head:
+            _wait_http(f"{address}/api/version", head, log, timeout=120)
+            yield address
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _ray_job(address: str, logs: str):

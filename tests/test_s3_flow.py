@@ -38,7 +38,12 @@ def test_train_flow_on_s3_store_keeps_credentials_out_of_everything(tmp_path: Pa
     import ray
     from prefect.blocks.system import Secret
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     from pipelines.demo import demo_config
     from pipelines.params import SyntheticSource
@@ -93,6 +98,6 @@ def test_train_flow_on_s3_store_keeps_credentials_out_of_everything(tmp_path: Pa
         assert all(s3.secret not in log.message for log in logs)
         out, err = capfd.readouterr()
         assert s3.secret not in out and s3.secret not in err
-        if session_dir is not None:
-            assert not _grep_tree(session_dir / "logs", secret)
+        assert session_dir is not None and (session_dir / "logs").is_dir()
+        assert not _grep_tree(session_dir / "logs", secret)
         assert s3.secret not in (tmp_path / "seaweedfs.log").read_text(errors="replace")

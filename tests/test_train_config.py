@@ -61,4 +61,4 @@ def test_warmup_then_cosine():
     assert warmup_cosine_factor(60, **kw) == pytest.approx(0.55)
     assert warmup_cosine_factor(110, **kw) == pytest.approx(0.1)
     values = [warmup_cosine_factor(s, **kw) for s in range(10, 110)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))

@@ -37,7 +37,7 @@ def render_report(
     per_class = metrics.get("per_class_top1")
     if per_class:
         lines += ["## Per-class top-1", "", "| class | top-1 |", "|---|---|"]
-        lines += [f"| {name} | {_pct(acc)} |" for name, acc in zip(classes, per_class)]
+        lines += [f"| {name} | {_pct(acc)} |" for name, acc in zip(classes, per_class, strict=False)]
         lines.append("")
     tokens = metrics.get("tokens_per_layer")
     if tokens:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 import ray.train
 import ray.train.torch
 import torch
