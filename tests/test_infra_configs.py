@@ -79,13 +79,26 @@ def test_cluster_deployment_targets_gpu_workers_through_the_jobs_api():
     assert config.scaling.use_gpu and config.scaling.num_workers >= 2
 
 
-def test_small_config_in_prefect_yaml_is_the_demo_config():
-    from pipelines.demo import demo_config
-
+def test_local_deployment_config_is_cpu_sized():
     (local,) = [d for d in _prefect_yaml()["deployments"] if d["name"] == "local"
                 and d["entrypoint"].startswith("pipelines/train.py")]
+    config = TrainConfig.model_validate(local["parameters"]["config"])
+    assert not config.scaling.use_gpu
+    assert config.scaling.num_workers * config.scaling.cpus_per_worker <= 2  # fits the 2-core demo machine
+    assert config.data.crop_size <= 112 and config.model.overrides.get("img_size") == config.data.crop_size
+
+
+def test_local_deployment_runs_what_make_demo_runs():
+    """`prefect deployment run train-haltingvt/local` and `make demo` train the same thing."""
+    from pipelines.demo import demo_config, demo_source
+
+    (local,) = [
+        d for d in _prefect_yaml()["deployments"]
+        if d["name"] == "local" and d["entrypoint"].startswith("pipelines/train.py")
+    ]
     from_yaml = TrainConfig.model_validate(local["parameters"]["config"])
-    assert from_yaml.model_copy(update={"store": "x"}).fingerprint() == demo_config("x").fingerprint()
+    assert from_yaml.fingerprint() == demo_config("unused").fingerprint()
+    assert local["parameters"]["synthetic"] == demo_source().model_dump()
 
 
 def test_work_pool_template_is_a_process_template_without_secrets():
