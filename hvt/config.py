@@ -50,6 +50,14 @@ class OptimConfig(BaseModel):
     grad_clip_norm: float | None = Field(default=40.0, gt=0)
     ponder_weight_scale: float = Field(default=1.0, ge=0, description="multiplies the model's ponder loss")
     motion_loss_weight: float = Field(default=1.0, ge=0)
+    static_class_loss_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "weight of the class loss on static fake clips: 1 as in the paper (on Kinetics a single frame "
+            "carries class evidence); 0 where the class lives only in motion, e.g. the synthetic set"
+        ),
+    )
 
     @classmethod
     def paper_finetune(cls, **overrides: Any) -> OptimConfig:

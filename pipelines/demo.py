@@ -40,7 +40,7 @@ def demo_config(store: str, epochs: int = 20) -> TrainConfig:
             static_clips=True,
         ),
         optim=OptimConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, epochs=epochs, warmup_epochs=1,
-                          batch_size=8),
+                          batch_size=8, static_class_loss_weight=0.0),
         scaling=ScalingSpec(num_workers=2, cpus_per_worker=0.5),
     )
 

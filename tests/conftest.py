@@ -31,3 +31,14 @@ def realdata() -> Path:
             pytest.fail(f"CI=true but the real data folder {REALDATA} is missing")
         pytest.skip(f"real data folder {REALDATA} not present (it lives in ../shared beside the checkout)")
     return REALDATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run on one thread: avoids oversubscribing the shared cores; restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

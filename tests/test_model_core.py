@@ -13,14 +13,7 @@ from hvt.model import ModelConfig, ModelOutput, create_model, create_model_from_
 from hvt.model.glimpser import DividedBlock
 from hvt.model.halting import calibrate_halting_offset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread avoids oversubscribing the shared cores; restored for other test modules
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NANO = "haltingvt-nano-g05-b10"
 

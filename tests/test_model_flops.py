@@ -14,14 +14,7 @@ from hvt.commands import flops as flops_cmd
 from hvt.model import create_model, flops_summary, model_macs
 from hvt.model.halting import calibrate_halting_offset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread avoids oversubscribing the shared cores; restored for other test modules
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def counted_gmacs(model, x):

@@ -9,14 +9,7 @@ import torch.nn.functional as F
 
 from hvt.model import WeightsError, create_model, load_weights, to_released_state_dict
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread avoids oversubscribing the shared cores; restored for other test modules
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DIM, HEADS, DEPTH, PATCH, IMG, CLASSES = 32, 2, 4, 8, 32, 10
 

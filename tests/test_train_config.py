@@ -62,3 +62,20 @@ def test_warmup_then_cosine():
     assert warmup_cosine_factor(110, **kw) == pytest.approx(0.1)
     values = [warmup_cosine_factor(s, **kw) for s in range(10, 110)]
     assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_static_clip_class_loss_can_be_switched_off():
+    import torch
+
+    from hvt.train.loop import compute_loss
+
+    class Out:
+        logits = torch.tensor([[4.0, 0.0], [0.0, 4.0]])  # right on the real clip, wrong on the static one
+        motion_logits = None
+        ponder_loss = torch.zeros(())
+
+    y = torch.tensor([0, 0])
+    motion_y = torch.tensor([1, 0])  # real, static
+    paper = compute_loss(Out(), y, motion_y, TrainConfig())
+    motion_only = compute_loss(Out(), y, motion_y, TrainConfig(optim={"static_class_loss_weight": 0.0}))
+    assert motion_only["ce"] < 0.05 < paper["ce"]

@@ -89,7 +89,10 @@ def _split_batch(batch: dict[str, torch.Tensor], device: torch.device, with_stat
 
 
 def compute_loss(out: Any, y: torch.Tensor, motion_y: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    ce = F.cross_entropy(out.logits.float(), y)
+    # per-clip class loss; static fakes (motion label 0) are weighted by static_class_loss_weight
+    per_clip = F.cross_entropy(out.logits.float(), y, reduction="none")
+    weights = torch.where(motion_y == 0, cfg.optim.static_class_loss_weight, 1.0).to(per_clip.dtype)
+    ce = (per_clip * weights).sum() / weights.sum().clamp_min(1e-6)
     ponder = out.ponder_loss.float() * cfg.optim.ponder_weight_scale
     motion = torch.zeros((), device=ce.device)
     if out.motion_logits is not None and cfg.optim.motion_loss_weight > 0:
