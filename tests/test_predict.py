@@ -22,7 +22,7 @@ MODEL = "haltingvt-nano-g05-b10"
 
 def _payload() -> dict:
     torch.manual_seed(0)
-    model = create_model(MODEL, num_classes=len(CLASSES), halt_center=1.0)  # halts early: gflops < bound
+    model = create_model(MODEL, num_classes=len(CLASSES), halt_center=1.0)  # low centre: tokens may halt early
     return {
         "model": model.state_dict(),
         "model_config": model.config.to_dict(),

@@ -25,10 +25,14 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model variant, e.g. haltingvt-micro-g05-b10")
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
                         help="model override as in create_model (repeatable), e.g. keep_rate=0.5")
+    parser.add_argument("--recipe", choices=["scratch", "paper-finetune"], default=None,
+                        help="optimiser recipe (paper-finetune: DeiT's Adam 1e-5 fine-tuning); flags below override it")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="clips per worker per step")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--workers", type=int, default=None, help="Ray Train workers")
+    parser.add_argument("--min-workers", type=int, default=None,
+                        help="elastic training: run with anything from --min-workers to --workers workers")
     parser.add_argument("--cpus-per-worker", type=float, default=None)
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
     parser.add_argument("--sampling", default=None, help="frames x interval x clips, e.g. 8x32x1")
@@ -59,6 +63,10 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise InputError(f"--config {args.config}: not valid JSON ({err})") from err
     for section in ("model", "data", "optim", "scaling"):
         base.setdefault(section, {})
+    if args.recipe:
+        from hvt.config import OptimConfig
+
+        base["optim"] = OptimConfig.recipe(args.recipe, **base["optim"]).model_dump(mode="json")
     base["store"] = storage.resolve_store(args.store or base.get("store"))
     if args.dataset:
         base["dataset_name"] = args.dataset
@@ -76,6 +84,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         ("lr", "optim", "lr"),
         ("workers", "scaling", "num_workers"),
         ("cpus_per_worker", "scaling", "cpus_per_worker"),
+        ("min_workers", "scaling", "min_workers"),
         ("ray_address", "scaling", "ray_address"),
         ("crop_size", "data", "crop_size"),
     ):

@@ -1,0 +1,285 @@
+"""Faults: a killed Ray Train worker or a killed driver resumes from the last checkpoint; a tampered registry
+checkpoint is refused by the CLI.
+
+Training runs as `hvt train` in a subprocess (its own local Ray), so the test process never starts Ray and can
+kill exactly the processes it started, by PID. The evidence of resuming comes from the checkpoints themselves:
+every checkpoint records its epoch and ``attempt_start_epoch`` (where the attempt that wrote it began).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hvt import registry
+from hvt.config import ModelSpec, OptimConfig, ScalingSpec, TrainConfig
+from hvt.data import DataConfig
+
+EPOCHS = 4
+MODEL = "haltingvt-nano-g05-b10"
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _tiny_config(store: str) -> TrainConfig:
+    return TrainConfig(
+        store=store,
+        dataset_name="synth",
+        model=ModelSpec(name=MODEL),
+        data=DataConfig(num_frames=8, frame_interval=2, train_short_side=(32, 40), test_short_side=32,
+                        crop_size=32, randaugment=False, static_clips=True, decode_cpus=0.5),
+        optim=OptimConfig(epochs=EPOCHS, warmup_epochs=1, batch_size=4, lr=1e-3),
+        scaling=ScalingSpec(num_workers=2, cpus_per_worker=0.5, max_failures=2, keep_checkpoints=EPOCHS + 2),
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset_store(tmp_path_factory) -> tuple[str, str]:
+    from hvt.ingest import ShardConfig, make_synthetic_dataset, shard_dataset
+
+    root = tmp_path_factory.mktemp("faults")
+    made = make_synthetic_dataset(str(root / "videos"), classes=3, per_class=6, seed=5, frames=16, size=(64, 64))
+    store = str(root / "store")
+    result = shard_dataset(ShardConfig(annotations=made.annotations_csv, videos=made.videos_dir, store=store,
+                                       name="synth"))
+    return store, result.version
+
+
+def _prepare_run(tmp_path: Path, dataset_store: tuple[str, str], name: str) -> tuple[list[str], Path]:
+    """`hvt train` command line for a fresh store (the dataset copied in) and the run folder it will use."""
+    import shutil
+
+    source, version = dataset_store
+    store = tmp_path / "store"
+    shutil.copytree(source, store)
+    cfg = _tiny_config(str(store)).model_copy(update={"run_name": name})
+    config_path = tmp_path / "train.json"
+    config_path.write_text(cfg.model_dump_json())
+    command = [sys.executable, "-m", "hvt.cli", "train", "--config", str(config_path), "--no-register", "--json"]
+    return command, store / "runs" / cfg.resolved_run_name(version)
+
+
+def _start(command: list[str], log: Path) -> subprocess.Popen:
+    """Run ``command``; its log (stderr) goes to ``log``, its stdout (the --json summary) beside it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
+    return subprocess.Popen(command, stdout=log.with_suffix(".summary.json").open("w"), stderr=log.open("w"), env=env)
+
+
+def _tail(log: Path, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _parent_pids() -> dict[int, int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after "(comm)"
+    return parents
+
+
+def _descendants(root: int) -> list[int]:
+    parents = _parent_pids()
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        found += children
+        frontier += children
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _registered_checkpoints(run_dir: Path) -> list[str]:
+    """Checkpoint folders the run's checkpoint manager has committed (what a restart can resume from)."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return []
+    try:
+        return [name for name in os.listdir(run_dir)
+                if name.startswith("checkpoint_") and name in snapshot.read_text()]
+    except (OSError, ValueError):
+        return []
+
+
+def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _registered_checkpoints(run_dir):
+        if proc.poll() is not None:
+            pytest.fail(f"training exited (rc {proc.returncode}) before its first checkpoint:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint in {run_dir} after {timeout:.0f}s:\n{_tail(log)}")
+        time.sleep(0.5)
+
+
+def _checkpoint_states(run_dir: Path) -> list[dict]:
+    """(epoch, attempt_start_epoch, mtime) of every committed checkpoint, oldest first."""
+    states = []
+    for name in _registered_checkpoints(run_dir):
+        path = run_dir / name / "train_state.pt"
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        states.append({"epoch": int(state["epoch"]), "attempt_start_epoch": int(state["attempt_start_epoch"]),
+                       "mtime": path.stat().st_mtime})
+    return sorted(states, key=lambda s: s["mtime"])
+
+
+def _finish(proc: subprocess.Popen, log: Path, timeout: float) -> dict:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"training did not finish within {timeout:.0f}s:\n{_tail(log)}")
+    assert proc.returncode == 0, _tail(log)
+    # Ray's own processes may print to the same stdout: the summary is the block from a "{" line to a "}" line
+    text = log.with_suffix(".summary.json").read_text(errors="replace")
+    start = re.search(r"^\{$", text, re.MULTILINE)
+    assert start, f"no JSON summary on stdout:\n{text[-2000:]}"
+    end = text.index("\n}\n", start.start())
+    return json.loads(text[start.start():end + 3])
+
+
+def _reap(pids: list[int], grace: float = 30.0) -> None:
+    """Wait for processes this test started (via the killed driver) to exit; SIGKILL any left after ``grace``."""
+    deadline = time.monotonic() + grace
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ (a) a worker dies mid-epoch
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_killed_worker_resumes_from_last_checkpoint(tmp_path, dataset_store):
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "worker-kill")
+    log = tmp_path / "train.log"
+    proc = _start(command, log)
+    try:
+        _wait_for_checkpoint(run_dir, proc, log, timeout=200)
+        workers = [pid for pid in _descendants(proc.pid) if "RayTrainWorker" in _cmdline(pid)]
+        assert workers, f"no RayTrainWorker process under the driver:\n{_tail(log)}"
+        committed = len(_registered_checkpoints(run_dir))
+        os.kill(workers[0], signal.SIGKILL)
+        summary = _finish(proc, log, timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not _alive(workers[0])
+    states = _checkpoint_states(run_dir)
+    epochs = [s["epoch"] for s in states]
+    assert epochs == list(range(EPOCHS)), f"each epoch checkpointed once, none redone from 0: {states}"
+    restarted = [s for s in states if s["attempt_start_epoch"] > 0]
+    assert restarted, f"no checkpoint came from a resumed attempt: {states}"
+    # the resumed attempt began right after the last checkpoint committed before (or while) the worker died
+    assert restarted[0]["attempt_start_epoch"] >= committed
+    assert summary["metrics"]["epoch"] <= EPOCHS - 1
+
+
+# ------------------------------------------------------------------ (b) the driver dies
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(420)
+def test_killed_driver_rerun_resumes_instead_of_restarting(tmp_path, dataset_store):
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "driver-kill")
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _start(command, first_log)
+    try:
+        _wait_for_checkpoint(run_dir, first, first_log, timeout=200)
+        started_by_first = _descendants(first.pid)  # its local Ray: GCS, raylet, workers
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    _reap(started_by_first)
+    before = _checkpoint_states(run_dir)
+    assert before and before[-1]["epoch"] < EPOCHS - 1, f"killed too late to test resuming: {before}"
+    killed_at = time.time()
+
+    second = _start(command, second_log)  # the same command, as a retried flow run would issue it
+    summary = _finish(second, second_log, timeout=300)
+    after = [s for s in _checkpoint_states(run_dir) if s["mtime"] > killed_at]
+    assert after, f"the re-run committed no checkpoint:\n{_tail(second_log)}"
+    assert after[0]["epoch"] == before[-1]["epoch"] + 1, f"re-run did not continue the run: {before} -> {after}"
+    assert all(s["attempt_start_epoch"] == before[-1]["epoch"] + 1 for s in after)
+    assert [s["epoch"] for s in before + after] == list(range(EPOCHS))
+    assert "resumed from epoch" in second_log.read_text(errors="replace")
+    assert summary["run"] == run_dir.name
+
+
+# ------------------------------------------------------------------ (c) a tampered registry checkpoint
+
+
+@pytest.fixture
+def tampered_store(tmp_path) -> str:
+    from hvt.model import create_model
+
+    model = create_model(MODEL, num_classes=3)
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": ["a", "b", "c"],
+                "data_config": _tiny_config(str(tmp_path)).data.model_dump(mode="json")}, buffer)
+    store = str(tmp_path / "store")
+    version = registry.register_version(
+        store, "tiny", files={"model.pt": buffer.getvalue()}, metrics={"val_top1": 0.5}, lineage={},
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+    registry.set_alias(store, "tiny", version.version)
+    path = Path(version.path) / "model.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit inside the weights
+    path.write_bytes(bytes(data))
+    return store
+
+
+def _hvt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hvt.cli", *args], capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("predict", "{video}", "--model", "champion"),
+        ("evaluate", "tiny", "--ref", "champion", "--dataset", "synth"),
+    ],
+    ids=["predict", "evaluate"],
+)
+def test_cli_refuses_a_tampered_registry_checkpoint(tampered_store, realdata, command):
+    video = str(realdata / "videos" / "kinetics" / "mmaction2__demo_demo.mp4")
+    proc = _hvt(*[part.format(video=video) for part in command], "--store", tampered_store)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "sha256" in proc.stderr and "Refusing to load" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,114 @@
+"""The training loop without Ray: gradient accumulation, recipes, elastic scaling and seeding."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from hvt.config import OptimConfig, ScalingSpec, TrainConfig
+from hvt.train.loop import seed_everything, train_one_epoch
+
+
+class LinearClipModel(torch.nn.Module):
+    """Stands in for HaltingVT: a linear classifier over the whole clip, same output fields."""
+
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(features, classes)
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:  # x [B, 3, T, H, W]
+        logits = self.fc(x.flatten(1))
+        zero = torch.zeros((), device=x.device)
+        return SimpleNamespace(logits=logits, motion_logits=None, ponder_loss=zero,
+                               gflops=torch.ones(x.shape[0]))
+
+
+def _batches(sizes: list[int], seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    clips = torch.randint(0, 256, (sum(sizes), 2, 4, 4, 3), generator=gen, dtype=torch.uint8)
+    labels = torch.randint(0, 3, (sum(sizes),), generator=gen)
+    out, start = [], 0
+    for size in sizes:
+        out.append({"clip": clips[start:start + size], "label": labels[start:start + size],
+                    "decode_ok": torch.ones(size, dtype=torch.bool)})
+        start += size
+    return out
+
+
+def _run(accum: int, sizes: list[int]) -> tuple[torch.nn.Module, int]:
+    torch.manual_seed(0)
+    model = LinearClipModel(3 * 2 * 4 * 4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    cfg = TrainConfig(optim=OptimConfig(grad_accum_steps=accum, grad_clip_norm=None))
+    stats = train_one_epoch(model, _batches(sizes), optimizer, scheduler, cfg, torch.device("cpu"),
+                            with_static=False)
+    return model, stats.optimizer_steps
+
+
+def test_accumulated_micro_batches_step_like_one_big_batch():
+    big, big_steps = _run(accum=1, sizes=[8])
+    accumulated, steps = _run(accum=2, sizes=[4, 4])
+    assert (big_steps, steps) == (1, 1)
+    for a, b in zip(big.parameters(), accumulated.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    # without accumulation the same two micro-batches make two (different) steps
+    separate, separate_steps = _run(accum=1, sizes=[4, 4])
+    assert separate_steps == 2
+    assert not torch.allclose(separate.fc.weight, big.fc.weight)
+
+
+def test_partial_accumulation_is_flushed_at_epoch_end():
+    _, steps = _run(accum=2, sizes=[2, 2, 2, 2, 2])
+    assert steps == 3
+
+
+def test_paper_finetune_recipe():
+    optim = OptimConfig.recipe("paper-finetune")
+    assert (optim.optimizer, optim.lr, optim.weight_decay) == ("adam", 1e-5, 1e-5)
+    assert (optim.warmup_epochs, optim.epochs, optim.batch_size, optim.grad_clip_norm) == (5, 20, 16, 40)
+    assert OptimConfig.paper_finetune(epochs=3).epochs == 3  # overrides win
+    assert OptimConfig.recipe("scratch") == OptimConfig()
+    assert OptimConfig().optimizer == "adamw"
+    with pytest.raises(ValueError, match="unknown recipe"):
+        OptimConfig.recipe("sgd-forever")  # type: ignore[arg-type]
+
+
+def test_elastic_scaling_and_run_name():
+    assert ScalingSpec(num_workers=4).ray_num_workers == 4
+    assert ScalingSpec(num_workers=4, min_workers=2).ray_num_workers == (2, 4)
+    with pytest.raises(ValueError, match="min_workers"):
+        ScalingSpec(num_workers=2, min_workers=3)
+    # turning elasticity on resumes the same run rather than starting a new one
+    fixed = TrainConfig(scaling=ScalingSpec(num_workers=4))
+    elastic = TrainConfig(scaling=ScalingSpec(num_workers=4, min_workers=2))
+    assert fixed.resolved_run_name("v1") == elastic.resolved_run_name("v1")
+
+
+def test_seed_everything_repeats_every_rng():
+    def draw() -> tuple:
+        return torch.rand(1).item(), random.random(), np.random.rand()
+
+    seed_everything(7)
+    first = draw()
+    seed_everything(7)
+    assert draw() == first
+
+
+def test_recipe_and_elastic_flags_build_the_config(tmp_path):
+    import argparse
+
+    from hvt.commands.train import add_train_config_arguments, train_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_config_arguments(parser)
+    args = parser.parse_args(["--store", str(tmp_path), "--recipe", "paper-finetune", "--epochs", "3",
+                              "--workers", "4", "--min-workers", "2"])
+    cfg = train_config_from_args(args)
+    assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.warmup_epochs) == ("adam", 1e-5, 5)
+    assert cfg.optim.epochs == 3  # the flag wins over the recipe
+    assert cfg.scaling.ray_num_workers == (2, 4)
