@@ -51,7 +51,8 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW (``cfg.optim.optimizer``) with weight decay on weight matrices only."""
     # no weight decay on biases, norms, tokens and embeddings (1-d parameters and *_embed / *_token)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -68,6 +69,20 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     if cfg.optim.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.optim.lr)
     return torch.optim.Adam(groups, lr=cfg.optim.lr)
+
+
+def make_optimization(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int):
+    """The optimiser and its warm-up + cosine schedule (stepped once per optimiser step) for ``cfg.optim``,
+    given how many micro-batches one epoch has on this worker."""
+    optimizer = make_optimizer(model, cfg)
+    optimizer_steps = math.ceil(steps_per_epoch / cfg.optim.grad_accum_steps)
+    scheduler = build_scheduler(
+        optimizer,
+        warmup_steps=int(cfg.optim.warmup_epochs * optimizer_steps),
+        total_steps=cfg.optim.epochs * optimizer_steps,
+        min_ratio=cfg.optim.min_lr_ratio,
+    )
+    return optimizer, scheduler
 
 
 def _split_batch(batch: dict[str, torch.Tensor], device: torch.device, with_static: bool):
@@ -203,14 +218,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         load_pretrained(model, cfg.model.pretrained)
     model_config = model.config.to_dict()
-    optimizer = _make_optimizer(model, cfg)
-    optimizer_steps = math.ceil(steps_per_epoch / cfg.optim.grad_accum_steps)
-    scheduler = build_scheduler(
-        optimizer,
-        warmup_steps=int(cfg.optim.warmup_epochs * optimizer_steps),
-        total_steps=cfg.optim.epochs * optimizer_steps,
-        min_ratio=cfg.optim.min_lr_ratio,
-    )
+    optimizer, scheduler = make_optimization(model, cfg, steps_per_epoch)
     start_epoch, global_step, best_top1 = 0, 0, -1.0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
