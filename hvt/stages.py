@@ -19,9 +19,10 @@ import torch
 
 import hvt
 from hvt import registry
-from hvt.config import TrainConfig
+from hvt.config import ScalingSpec, TrainConfig
 from hvt.data import DataConfig
 from hvt.evaluation import plots
+from hvt.evaluation.distributed import evaluate_distributed
 from hvt.evaluation.evaluate import evaluate_model, halting_depths, model_from_state, read_clips
 from hvt.evaluation.report import render_report
 from hvt.model import ModelConfig
@@ -62,18 +63,30 @@ def load_run_checkpoint(result: TrainResult) -> dict[str, Any]:
         return load_train_state(directory)
 
 
+def run_evaluation(
+    state: dict[str, Any],
+    dataset_path: str,
+    split: str,
+    data_config: DataConfig,
+    *,
+    num_classes: int,
+    batch_size: int,
+    scaling: ScalingSpec | None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint state on a split: on ``scaling.num_workers`` Ray Train workers (torchmetrics synced
+    over DDP) when that is more than one, else in this process. Ray must be running."""
+    if scaling is not None and scaling.num_workers > 1:
+        return evaluate_distributed(state, dataset_path, split, data_config, num_classes=num_classes,
+                                    scaling=scaling, batch_size=batch_size)
+    return evaluate_model(model_from_state(state), dataset_path, split, data_config, num_classes=num_classes,
+                          batch_size=batch_size)
+
+
 def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate the run's best checkpoint on the val split; return (metrics, checkpoint state)."""
     state = load_run_checkpoint(result)
-    model = model_from_state(state)
-    raw = evaluate_model(
-        model,
-        result.dataset.path,
-        EVAL_SPLIT,
-        cfg.data,
-        num_classes=len(result.dataset.classes),
-        batch_size=cfg.optim.batch_size,
-    )
+    raw = run_evaluation(state, result.dataset.path, EVAL_SPLIT, cfg.data, num_classes=len(result.dataset.classes),
+                         batch_size=cfg.optim.batch_size, scaling=cfg.scaling)
     metrics = {
         "val_top1": raw.get("top1", 0.0),
         "val_top5": raw.get("top5", 0.0),
@@ -231,8 +244,10 @@ def evaluate_registered(
     split: str = EVAL_SPLIT,
     batch_size: int = 16,
     ray_address: str | None = None,
+    scaling: ScalingSpec | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a registry version (sha256-verified) on a dataset split; same metrics as after training.
+    """Evaluate a registry version (sha256-verified) on a dataset split; same metrics as after training, on
+    ``scaling.num_workers`` Ray Train workers when given and more than one.
 
     The checkpoint is verified and the dataset resolved before Ray starts (``ray_address``: None = a local Ray,
     unless one is running in this process already), so a refused checkpoint costs no cluster."""
@@ -247,16 +262,9 @@ def evaluate_registered(
             f"{model_name} {version.version} was trained on classes that differ from {dataset_name} "
             f"{dataset.version}'s; evaluate it on a dataset with the same class list"
         )
-    model = model_from_state(payload)
     ensure_ray(ray_address)
-    raw = evaluate_model(
-        model,
-        dataset.path,
-        split,
-        DataConfig.model_validate(payload["data_config"]),
-        num_classes=len(dataset.classes),
-        batch_size=batch_size,
-    )
+    raw = run_evaluation(payload, dataset.path, split, DataConfig.model_validate(payload["data_config"]),
+                         num_classes=len(dataset.classes), batch_size=batch_size, scaling=scaling)
     return {
         "model": model_name,
         "version": version.version,

@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from hvt import storage
+from hvt.config import ScalingSpec
 from hvt.stages import EVAL_SPLIT, evaluate_registered
 from hvt.train.ray_env import ensure_ray
 from pipelines.credentials import apply_store_credentials
@@ -23,7 +24,8 @@ def _metrics_markdown(metrics: dict[str, Any], split: str) -> str:
         f"| top-1 | {metrics[f'{split}_top1']:.4f} |",
         f"| top-5 | {metrics[f'{split}_top5']:.4f} |",
     ]
-    for key in ("gflops_mean", "clips", "decode_failures"):
+    for key in ("gflops_mean", "gflops_p50", "gflops_p90", "gflops_p99", "clips", "clips_per_s", "eval_workers",
+                "decode_failures"):
         if key in metrics:
             value = metrics[key]
             lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
@@ -41,10 +43,12 @@ def evaluate_haltingvt(
     batch_size: int = 16,
     ray_address: str | None = None,
     credentials_block: str | None = None,
+    scaling: ScalingSpec | None = None,
 ) -> dict[str, Any]:
     """Evaluate registry version ``ref`` (vN, latest or an alias) of ``model``; sha256-verified before loading.
 
-    ``store``: None = $HVT_STORE, else ./hvt-store. ``ray_address``: None = a local Ray.
+    ``store``: None = $HVT_STORE, else ./hvt-store. ``ray_address``: None = a local Ray. ``scaling``: None or
+    one worker = evaluate in the flow's process; more workers = Ray Train workers on shares of the split.
     """
     logger = get_run_logger()
     apply_store_credentials(credentials_block)
@@ -58,6 +62,7 @@ def evaluate_haltingvt(
         dataset_version=dataset_version,
         split=split,
         batch_size=batch_size,
+        scaling=scaling,
     )
     create_markdown_artifact(
         key=f"evaluation-{_artifact_key(model)}",

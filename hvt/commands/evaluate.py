@@ -17,12 +17,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset-version", default=None, help="default: newest")
     parser.add_argument("--split", default="val")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Ray Train workers; more than 1 evaluates shares of the split in parallel (DDP)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hvt.config import ScalingSpec
     from hvt.stages import evaluate_registered
+
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: give at least 1")
+    scaling = ScalingSpec(num_workers=args.workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu)
 
     metrics = evaluate_registered(
         storage.resolve_store(args.store),
@@ -32,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         dataset_version=args.dataset_version,
         split=args.split,
         batch_size=args.batch_size,
+        ray_address=args.ray_address,
+        scaling=scaling,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -40,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{metrics['model']} {metrics['version']} on {metrics['eval_set']}: "
             f"top-1 {metrics[f'{split}_top1']:.3f}, top-5 {metrics[f'{split}_top5']:.3f}, "
-            f"{metrics.get('gflops_mean', 0.0):.3f} GFLOPs/clip over {metrics.get('clips', 0)} clips"
+            f"{metrics.get('gflops_mean', 0.0):.4f} GFLOPs/clip (p90 {metrics.get('gflops_p90', 0.0):.4f}) over "
+            f"{metrics.get('clips', 0)} clips on {metrics.get('eval_workers', 1)} worker(s)"
         )
     return 0

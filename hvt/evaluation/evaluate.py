@@ -25,7 +25,69 @@ def model_from_state(state: dict[str, Any]) -> torch.nn.Module:
     return model.eval()
 
 
+GFLOPS_PERCENTILES = (50, 90, 99)
+
+
+class SpendAccumulator:
+    """What a model spent and how it halted, clip by clip: per-clip GFLOPs, summed tokens per layer and the
+    halting-depth histogram of kept patch tokens. ``merge`` combines the accumulators of several workers."""
+
+    def __init__(self) -> None:
+        self.gflops: list[float] = []
+        self.tokens_per_layer: torch.Tensor | None = None
+        self.depth_hist: torch.Tensor | None = None
+
+    def update(self, out: Any) -> None:
+        self.gflops.extend(float(v) for v in out.gflops.detach().float().cpu().tolist())
+        layer_tokens = out.tokens_per_layer.detach().float().sum(0).cpu()
+        self.tokens_per_layer = layer_tokens if self.tokens_per_layer is None else self.tokens_per_layer + layer_tokens
+        depths = out.halting_depth.detach().flatten().cpu()
+        depths = depths[depths > 0].long()
+        counts = torch.bincount(depths, minlength=len(layer_tokens) + 1).float()
+        self.depth_hist = counts if self.depth_hist is None else self.depth_hist + counts[: len(self.depth_hist)]
+
+    def merge(self, other: SpendAccumulator) -> None:
+        self.gflops.extend(other.gflops)
+        for name in ("tokens_per_layer", "depth_hist"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if theirs is not None:
+                setattr(self, name, theirs.clone() if mine is None else mine + theirs)
+
+    def summary(self) -> dict[str, Any]:
+        """GFLOPs percentiles (as spent, per clip), mean tokens per layer and the halting-depth histogram."""
+        result: dict[str, Any] = {}
+        if self.gflops:
+            values = np.asarray(self.gflops)
+            for q in GFLOPS_PERCENTILES:
+                result[f"gflops_p{q}"] = float(np.percentile(values, q))
+            result["gflops_min"], result["gflops_max"] = float(values.min()), float(values.max())
+        if self.tokens_per_layer is not None and self.gflops:
+            result["tokens_per_layer"] = [float(v) for v in (self.tokens_per_layer / len(self.gflops)).tolist()]
+        if self.depth_hist is not None:
+            result["halting_depth_histogram"] = [int(v) for v in self.depth_hist.tolist()]
+        return result
+
+
 @torch.no_grad()
+def evaluate_batches(
+    model: torch.nn.Module, batches: Any, metrics: ClipMetrics, spend: SpendAccumulator, device: torch.device
+) -> int:
+    """Run ``model`` over batches with ``clip``/``label``/``decode_ok`` columns; returns the clips seen."""
+    model.eval()
+    seen = 0
+    for batch in batches:
+        ok = batch["decode_ok"].bool()
+        metrics.count_decode_failures(int((~ok).sum()))
+        if not ok.any():
+            continue
+        x = normalize_clips(batch["clip"][ok].to(device))
+        out = model(x)
+        metrics.update(out.logits, batch["label"][ok].long().to(device), out.gflops)
+        spend.update(out)
+        seen += int(ok.sum())
+    return seen
+
+
 def evaluate_model(
     model: torch.nn.Module,
     dataset_path: str,
@@ -35,36 +97,20 @@ def evaluate_model(
     num_classes: int,
     batch_size: int = 16,
 ) -> dict[str, Any]:
-    """top-1/top-5, per-class accuracy, mean GFLOPs per clip, halting depth statistics and clips/s."""
+    """In this process: top-1/top-5, per-class accuracy, GFLOPs per clip (mean and percentiles), tokens per
+    layer, the halting-depth histogram and clips/s. Ray Data decodes; see ``evaluate_distributed`` for DDP
+    workers."""
     dataset = build_clip_dataset(dataset_path, split, data_config, training=False)
     dataset = dataset.select_columns(["clip", "label", "decode_ok"])
-    metrics = ClipMetrics(num_classes)
-    depth_hist: torch.Tensor | None = None
-    tokens_per_layer: torch.Tensor | None = None
-    model.eval()
+    metrics, spend = ClipMetrics(num_classes), SpendAccumulator()
     started = time.perf_counter()
-    for batch in dataset.iter_torch_batches(batch_size=batch_size, drop_last=False):
-        ok = batch["decode_ok"].bool()
-        metrics.count_decode_failures(int((~ok).sum()))
-        if not ok.any():
-            continue
-        x = normalize_clips(batch["clip"][ok])
-        out = model(x)
-        metrics.update(out.logits, batch["label"][ok].long(), out.gflops)
-        layer_tokens = out.tokens_per_layer.float().sum(0)
-        tokens_per_layer = layer_tokens if tokens_per_layer is None else tokens_per_layer + layer_tokens
-        depths = out.halting_depth.flatten()
-        depths = depths[depths > 0].long()
-        counts = torch.bincount(depths, minlength=len(layer_tokens) + 1).float()
-        depth_hist = counts if depth_hist is None else depth_hist + counts[: len(depth_hist)]
+    evaluate_batches(model, dataset.iter_torch_batches(batch_size=batch_size, drop_last=False), metrics, spend,
+                     torch.device("cpu"))
     seconds = time.perf_counter() - started
     result: dict[str, Any] = dict(metrics.compute())
-    clips = int(result.get("clips", 0))
-    result["clips_per_s"] = clips / max(seconds, 1e-9)
-    if tokens_per_layer is not None and clips:
-        result["tokens_per_layer"] = [float(v) for v in (tokens_per_layer / clips).tolist()]
-    if depth_hist is not None:
-        result["halting_depth_histogram"] = [int(v) for v in depth_hist.tolist()]
+    result["clips_per_s"] = int(result.get("clips", 0)) / max(seconds, 1e-9)
+    result["eval_workers"] = 1
+    result.update(spend.summary())
     return result
 
 

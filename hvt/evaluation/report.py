@@ -29,9 +29,11 @@ def render_report(
         f"| val top-5 | {_pct(metrics.get('val_top5'))} |",
         f"| chance (top-1) | {_pct(1.0 / max(1, len(classes)))} |",
         f"| mean GFLOPs per clip (as spent) | {metrics.get('gflops_mean', float('nan')):.4f} |",
+        *[f"| GFLOPs per clip, {q} percentile | {metrics[key]:.4f} |"
+          for q, key in (("50th", "gflops_p50"), ("90th", "gflops_p90"), ("99th", "gflops_p99")) if key in metrics],
         f"| val clips | {metrics.get('clips', 0)} |",
         f"| decode failures | {metrics.get('decode_failures', 0)} |",
-        f"| eval clips/s | {metrics.get('clips_per_s', 0.0):.1f} |",
+        f"| eval clips/s | {metrics.get('clips_per_s', 0.0):.1f} (on {metrics.get('eval_workers', 1)} worker(s)) |",
         "",
     ]
     per_class = metrics.get("per_class_top1")
