@@ -13,6 +13,8 @@ Rows (``--size micro`` by default, 64x64 crops, 8 frames, the demo's recipe unle
 * ``keep 0.3/0.7`` the Glimpser keep rate (g03 / g07, beta 10)
 * ``beta 5/20``    the halting threshold centre (g05, b5 / b20)
 * ``no motion``    g05-b10 without the motion loss (and so without static fake clips)
+* ``g03 beta 5``   keep rate 0.3 with beta 5
+* ``g03 pond x4``  keep rate 0.3, beta 10, the ponder loss weighted 4x (``OptimConfig.ponder_weight_scale``)
 
     python bench/learn.py              # all rows, 20 epochs (~20 min on 2 CPU cores)
     python bench/learn.py --quick      # dense + halting, 8 epochs
@@ -58,6 +60,7 @@ class Row:
     label: str
     model: str
     motion_loss: bool = True
+    ponder_scale: float = 1.0
 
 
 def rows_for(size: str, quick: bool) -> list[Row]:
@@ -70,6 +73,8 @@ def rows_for(size: str, quick: bool) -> list[Row]:
         Row("beta 5", f"haltingvt-{size}-g05-b5"),
         Row("beta 20", f"haltingvt-{size}-g05-b20"),
         Row("no motion", f"haltingvt-{size}-g05-b10", motion_loss=False),
+        Row("g03 beta 5", f"haltingvt-{size}-g03-b5"),
+        Row("g03 pond x4", f"haltingvt-{size}-g03-b10", ponder_scale=4.0),
     ]
 
 
@@ -82,7 +87,7 @@ def train_config(row: Row, args: argparse.Namespace, seed: int) -> TrainConfig:
         data=data_config(args, static_clips=row.motion_loss),
         optim=OptimConfig(optimizer="adamw", lr=args.lr, weight_decay=0.05, epochs=args.epochs, warmup_epochs=1,
                           batch_size=args.batch_size, static_class_loss_weight=0.0,
-                          motion_loss_weight=1.0 if row.motion_loss else 0.0),
+                          motion_loss_weight=1.0 if row.motion_loss else 0.0, ponder_weight_scale=row.ponder_scale),
         seed=seed,
     )
 
@@ -157,7 +162,7 @@ def train_row(row: Row, args, seed: int, epochs_views: list[dict], val: dict, nu
         result = evaluate(model, val, num_classes, device)
         best = max(best, result["top1"])
         history.append(round(result["top1"], 3))
-        print(f"  {row.label:<10} seed {seed} epoch {epoch + 1:>2}/{len(epochs_views)}  loss {stats.sums['loss'] / stats.seen:.3f}"
+        print(f"  {row.label:<11} seed {seed} epoch {epoch + 1:>2}/{len(epochs_views)}  loss {stats.sums['loss'] / stats.seen:.3f}"
               f"  val top-1 {result['top1']:.3f}  GFLOPs {result['gflops_mean']:.4f}", flush=True)
     return {"row": row.label, "model": row.model, "motion_loss": row.motion_loss, "seed": seed,
             "val_top1": result["top1"],
@@ -168,7 +173,8 @@ def train_row(row: Row, args, seed: int, epochs_views: list[dict], val: dict, nu
 def summarize(row: Row, runs: list[dict]) -> dict:
     """One table row: medians over the row's seeds, and the spread of the final top-1."""
     top1 = [r["val_top1"] for r in runs]
-    return {"row": row.label, "model": row.model, "motion_loss": row.motion_loss, "seeds": len(runs),
+    return {"row": row.label, "model": row.model, "motion_loss": row.motion_loss, "ponder_scale": row.ponder_scale,
+            "seeds": len(runs),
             "val_top1": statistics.median(top1), "top1_min": min(top1), "top1_max": max(top1),
             "val_top5": statistics.median(r["val_top5"] for r in runs),
             "best_val_top1": statistics.median(r["best_val_top1"] for r in runs),
@@ -235,14 +241,15 @@ def main(argv: list[str] | None = None) -> int:
           f"lr={args.lr} seeds={args.seeds} data-seed={args.data_seed}  on {machine}")
     print("top-1 / top-5 / GFLOPs: after the last epoch, median over seeds; best: best epoch's top-1, median; "
           "range: last-epoch top-1 over seeds")
-    header = (f"{'row':<10} {'model':<26} {'top-1':>6} {'range':>11} {'top-5':>6} {'best':>6} {'GFLOPs':>8} "
+    header = (f"{'row':<11} {'model':<26} {'top-1':>6} {'range':>11} {'top-5':>6} {'best':>6} {'GFLOPs':>8} "
               f"{'vs dense':>8} {'min/run':>7}")
     print(header)
     print("-" * len(header))
     for r in results:
-        model = r["model"] + ("" if r["motion_loss"] else " -motion")
+        model = r["model"] + ("" if r["motion_loss"] else " -motion") + (
+            f" ponder x{r['ponder_scale']:g}" if r["ponder_scale"] != 1 else "")
         span = f"{r['top1_min']:.2f}-{r['top1_max']:.2f}"
-        print(f"{r['row']:<10} {model:<26} {r['val_top1']:6.3f} {span:>11} {r['val_top5']:6.3f} "
+        print(f"{r['row']:<11} {model:<26} {r['val_top1']:6.3f} {span:>11} {r['val_top5']:6.3f} "
               f"{r['best_val_top1']:6.3f} {r['gflops_mean']:8.4f} {r['gflops_ratio']:8.2f} {r['train_minutes']:7.1f}")
     meeting = [r for r in results if r["row"] != "dense" and r["val_top1"] >= ACCEPT_TOP1
                and r["gflops_ratio"] <= ACCEPT_GFLOPS_RATIO]

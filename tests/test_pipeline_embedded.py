@@ -14,6 +14,7 @@ import torch
 
 from hvt import registry
 from hvt.evaluation.evaluate import model_from_state
+from hvt.train.trainer import resolve_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -53,7 +54,11 @@ def test_registry_version_has_metrics_and_its_checkpoint_loads(flow_run):
     version = versions[0]
     assert 0.0 <= version.metrics["val_top1"] <= 1.0
     assert version.metrics["num_classes"] == CLASSES
-    assert version.metrics["clips"] > 0
+    # every val clip evaluated exactly once, by the flow's 2 Ray Train workers (distributed evaluation)
+    val_clips = resolve_dataset(store, summary["dataset"]["name"], None).split_samples("val")
+    assert version.metrics["clips"] == val_clips > 0
+    assert version.metrics["eval_workers"] == 2
+    assert version.metrics["gflops_p50"] <= version.metrics["gflops_p90"] <= version.metrics["gflops_max"]
     assert summary["registry"]["champion"] == "v1"
     payload = registry.load_checkpoint(version)
     model = model_from_state(payload)
