@@ -21,7 +21,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    name: str = "haltingvt-micro-g05-b10"
+    name: str = "haltingvt-micro-g03-b10"
     overrides: dict[str, Any] = Field(default_factory=dict)
     pretrained: str | None = Field(default=None, description="path or URL of DeiT / released HaltingVT weights")
 

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "hvt-local"  # the pool named in prefect.yaml
-MODEL = "haltingvt-micro-g05-b10"
+MODEL = "haltingvt-micro-g03-b10"
 CLASSES, PER_CLASS = 3, 6
 
 

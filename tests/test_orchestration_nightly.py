@@ -9,7 +9,7 @@ from hvt import registry
 from hvt.config import TrainConfig
 from pipelines.nightly import retrain_decision
 
-MODEL = "haltingvt-micro-g05-b10"
+MODEL = "haltingvt-micro-g03-b10"
 
 
 def _dataset_version(store: Path, name: str, version: str, created_at: str) -> None:

@@ -19,7 +19,7 @@ from hvt import registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-MODEL = "haltingvt-micro-g05-b10"
+MODEL = "haltingvt-micro-g03-b10"
 BLOCK = "hvt-test-s3-credentials"
 
 

@@ -22,7 +22,7 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
     parser.add_argument("--dataset", default=None, help="dataset name in the store")
     parser.add_argument("--dataset-version", default=None, help="dataset version (default: newest)")
-    parser.add_argument("--model", default=None, help="model variant, e.g. haltingvt-micro-g05-b10")
+    parser.add_argument("--model", default=None, help="model variant, e.g. haltingvt-micro-g03-b10")
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
                         help="model override as in create_model (repeatable), e.g. keep_rate=0.5")
     parser.add_argument("--recipe", choices=["scratch", "paper-finetune"], default=None,
