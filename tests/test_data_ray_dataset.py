@@ -61,7 +61,9 @@ def test_training_dataset_streams_labelled_clips_and_counts_bad_samples(version)
             for i, key in enumerate(kept["key"]):
                 seen[key] = int(kept["label"][i])
                 clip, static = kept["clip"][i].numpy(), kept["static_clip"][i].numpy()
-                assert clip.std() > 5 and all(np.array_equal(static[t], static[0]) for t in range(4))
+                # real content, not the zero fill of a failed row (random augmentation can make a crop nearly
+                # flat, so only ask for some variation)
+                assert clip.any() and clip.std() > 0 and all(np.array_equal(static[t], static[0]) for t in range(4))
         assert seen == {f"clip{i}": i for i in range(len(CLIPS))}  # every good clip once, with its label
         assert failed == 2  # the corrupt and the truncated sample, skipped and counted exactly
     finally:
