@@ -40,6 +40,7 @@ class RegisteredModel:
     version: registry.RegistryVersion
     promoted: bool
     promotion_reason: str
+    created: bool = True  # False: this run's checkpoint was already a version (a re-run of a finished run)
 
 
 def code_version() -> str:
@@ -176,11 +177,30 @@ def evaluation_plots(
     return out
 
 
+def version_of_run(store: str, model_name: str, run_name: str, epoch: int) -> registry.RegistryVersion | None:
+    """The registered version holding checkpoint ``epoch`` of training run ``run_name``, if there is one."""
+    for version in registry.list_versions(store, model_name):
+        if version.lineage.get("run_name") == run_name and version.lineage.get("epoch") == epoch:
+            return version
+    return None
+
+
 def register_run(
     result: TrainResult, cfg: TrainConfig, metrics: dict[str, Any], state: dict[str, Any]
 ) -> RegisteredModel:
-    """Store the evaluated model as a new registry version; move ``champion`` to it only if it is better."""
+    """Store the evaluated model as a new registry version; move ``champion`` to it only if it is better.
+
+    Re-running a finished run (same config and dataset version, so the same run name) resumes at its last epoch
+    and evaluates the same checkpoint again: that checkpoint is already a version, which is returned as it is
+    instead of registering a copy.
+    """
     model_name = cfg.resolved_registry_name()
+    existing = version_of_run(cfg.store, model_name, result.run_name, int(state["epoch"]))
+    if existing is not None:
+        reason = (f"run {result.run_name} (epoch {int(state['epoch'])}) is already registered as "
+                  f"{existing.version}: nothing new to register")
+        log.info("%s %s: %s", model_name, existing.version, reason)
+        return RegisteredModel(existing, promoted=False, promotion_reason=reason, created=False)
     classes = result.dataset.classes
     payload = {
         "model": state["model"],

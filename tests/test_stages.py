@@ -163,3 +163,16 @@ def test_promote_refuses_a_version_that_does_not_beat_champion(dataset, first):
     # v1 beats v2 on the same set, so moving back needs no force
     assert "val_top1 0.5000 >" in registry.promote(store, "tiny", "v1")
     assert registry.get_alias(store, "tiny") == "v1"
+
+
+def test_registering_the_same_run_checkpoint_again_returns_its_version(dataset, first):
+    """A re-run of a finished run evaluates the same checkpoint again; it must not become a second version."""
+    store, ref = dataset
+    before = [v.version for v in registry.list_versions(store, "tiny")]
+    champion = registry.get_alias(store, "tiny")
+    again, _ = _register(store, ref, seed=1, top1=0.5)  # run-1, epoch 4: what `first` registered
+    assert not again.created and not again.promoted
+    assert again.version.version == "v1" and "already registered as v1" in again.promotion_reason
+    assert [v.version for v in registry.list_versions(store, "tiny")] == before
+    assert registry.get_alias(store, "tiny") == champion
+    assert first[0].created
