@@ -195,10 +195,10 @@ def register_run(
     instead of registering a copy.
     """
     model_name = cfg.resolved_registry_name()
-    existing = version_of_run(cfg.store, model_name, result.run_name, int(state["epoch"]))
+    epoch = int(state["epoch"])
+    existing = version_of_run(cfg.store, model_name, result.run_name, epoch)
     if existing is not None:
-        reason = (f"run {result.run_name} (epoch {int(state['epoch'])}) is already registered as "
-                  f"{existing.version}: nothing new to register")
+        reason = f"run {result.run_name} (epoch {epoch}) is already registered as {existing.version}: nothing new to register"
         log.info("%s %s: %s", model_name, existing.version, reason)
         return RegisteredModel(existing, promoted=False, promotion_reason=reason, created=False)
     classes = result.dataset.classes
@@ -218,7 +218,7 @@ def register_run(
         "run_path": result.run_path,
         "code_version": code_version(),
         "model_variant": cfg.model.name,
-        "epoch": int(state["epoch"]),
+        "epoch": epoch,
         "config": cfg.model_dump(mode="json", exclude={"store"}),
     }
     figures = evaluation_plots(cfg.store, model_name, state, metrics, result.dataset, cfg.data)
