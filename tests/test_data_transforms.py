@@ -6,7 +6,7 @@ import torch
 
 from hvt.data import DataConfig, make_static_clip, normalize_clips
 from hvt.data.randaugment import OPS, AugOp, RandAugment, apply_op
-from hvt.data.static_clips import make_static_views
+from hvt.data.static_clips import make_static_training_clip, make_static_views
 from hvt.data.transforms import eval_crop_boxes, eval_transform, random_crop_box, train_transform
 
 
@@ -94,6 +94,22 @@ def test_static_clip_is_one_frame_repeated():
     for v in range(2):
         assert all(np.array_equal(statics[v, t], statics[v, 0]) for t in range(8))
         assert any(np.array_equal(statics[v, 0], views[v, t]) for t in range(8))  # a frame of that very view
+
+
+def test_static_training_clip_is_one_frame_augmented_as_its_own_clip():
+    """As the released RawFrameFakeVidDataset: one sampled frame, repeated, with its own augmentation draws."""
+    frames = np.stack([_textured_frame(96, 128, seed=t) for t in range(8)])
+    cfg = DataConfig(crop_size=48, train_short_side=(56, 72), randaugment_n=2, flip=True)
+    static = make_static_training_clip(frames, cfg, np.random.default_rng(0))
+    assert static.shape == (8, 48, 48, 3) and static.dtype == np.uint8
+    assert all(np.array_equal(static[t], static[0]) for t in range(8))
+    # the drawn frame went through train_transform with the draws that follow the frame choice
+    rng = np.random.default_rng(0)
+    index = int(rng.integers(8))
+    assert np.array_equal(static[0], train_transform(frames[index : index + 1], cfg, rng)[0])
+    # not a frame cut from the augmented real clip: its crop/RandAugment draws are its own
+    real = train_transform(frames, cfg, np.random.default_rng(1))
+    assert not any(np.array_equal(static[0], real[t]) for t in range(8))
 
 
 def test_normalize_clips_to_channels_first_in_minus_one_one():

@@ -86,9 +86,16 @@ def test_glimpser_selects_top_class_attention():
         q, k, _ = blk.attn.qkv(blk.norm1(frames)).reshape(6, 10, 3, 2, 16).permute(2, 0, 3, 1, 4)
         attn = (q @ k.transpose(-1, -2) / 4.0).softmax(-1)  # [6, heads, 10, 10]
         score = attn[:, :, 0, 1:].mean(1).reshape(2, 3, 9)
-    expect = score.topk(4, dim=-1).indices.sort(-1).values
+    expect = score.topk(4, dim=-1).indices  # most attended first: slot n of every frame = its n-th best patch
     assert torch.equal(kept, expect)
     assert out.shape == (2, 3, 4, 32)
+    # a selecting block hands on the class token's attention update alone (no residual), as the released code
+    with torch.no_grad():
+        cls_sel, _, _ = blk(cls, patches, keep=9)
+        cls_keep, _, _ = blk(cls, patches, keep=None)
+        cls_sel_shifted, _, _ = blk(cls + torch.randn(2, 32), patches, keep=9)
+    assert not torch.allclose(cls_sel, cls_keep, atol=1e-3)
+    assert not torch.allclose(cls_sel, cls_sel_shifted, atol=1e-6)  # the input still reaches it via attention
 
 
 def test_halting_depth_range_and_variation():
@@ -309,3 +316,28 @@ def test_distribution_prior_is_optional_and_trainable():
     assert out.ponder_loss.item() == pytest.approx(off.ponder_loss.item() + out.prior_loss.item(), rel=1e-5)
     out.prior_loss.backward()
     assert model.blocks[2].mlp.fc2.weight.grad.abs().sum() > 0
+
+
+def test_glimpser_stochastic_depth_granularity():
+    """As the released code: temporal residual dropped per (sample, patch slot), spatial per (sample, frame)."""
+    torch.manual_seed(3)
+    blk = DividedBlock(16, 2, drop_path=0.5).train()
+    with torch.no_grad():  # leave one residual branch at a time
+        blk.mlp.fc2.weight.zero_()
+        blk.mlp.fc2.bias.zero_()
+        blk.attn.proj.weight.zero_()
+        blk.attn.proj.bias.zero_()
+        blk.temporal_fc.weight.copy_(torch.eye(16))
+        blk.temporal_fc.bias.zero_()
+        cls, patches = torch.randn(2, 16), torch.randn(2, 6, 12, 16)
+        _, out, _ = blk(cls, patches)
+    kept = (out - patches).abs().amax(-1) > 0  # [B, T, N]: temporal residual kept
+    assert torch.equal(kept, kept[:, :1].expand_as(kept))  # one draw per (sample, slot), shared by the frames
+    assert 0 < kept[:, 0].sum() < kept[:, 0].numel()  # slots of one sample are drawn independently
+    with torch.no_grad():
+        blk.temporal_fc.weight.zero_()
+        torch.nn.init.normal_(blk.attn.proj.weight)
+        _, out, _ = blk(cls, patches)
+    kept = (out - patches).abs().amax(-1) > 0
+    assert torch.equal(kept, kept[:, :, :1].expand_as(kept))  # one draw per (sample, frame)
+    assert 0 < kept[:, :, 0].sum() < kept[:, :, 0].numel()

@@ -20,7 +20,7 @@ import numpy as np
 from hvt.data.clip_sampling import ClipSampler
 from hvt.data.config import DataConfig
 from hvt.data.randaugment import RandAugment
-from hvt.data.static_clips import make_static_views
+from hvt.data.static_clips import make_static_training_clip
 from hvt.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
@@ -89,15 +89,18 @@ class ClipLoader:
             raise ValueError("training clips are random: pass a numpy Generator")
         frames = decode_frames(data, self.sampler, training, rng, cfg.decode_threads)  # [C,T,H,W,3]
         views: list[np.ndarray] = []
+        statics: list[np.ndarray] = []
         for clip_frames in frames:
             if training:
                 views.append(train_transform(clip_frames, cfg, rng, self.randaugment))
+                if cfg.static_clips:  # one of its frames, augmented as a clip of its own (the released way)
+                    statics.append(make_static_training_clip(clip_frames, cfg, rng, self.randaugment))
             else:
                 views.extend(eval_transform(clip_frames, cfg))
         clip = views[0] if len(views) == 1 else np.stack(views)
         out = {"clip": clip}
-        if training and cfg.static_clips:
-            out["static_clip"] = make_static_views(clip, rng)
+        if statics:
+            out["static_clip"] = statics[0] if len(statics) == 1 else np.stack(statics)
         return out
 
 

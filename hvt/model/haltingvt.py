@@ -3,8 +3,9 @@
 Token layout: a clip ``[B, 3, T, H, W]`` becomes one class token plus ``T * Hp * Wp`` patch tokens. Patches get
 the spatial position embedding of their grid cell (shared by all frames) plus the time embedding of their
 frame; the class token gets position 0. Blocks ``1..glimpser_depth`` are divided space-time Glimpser blocks
-(see ``glimpser.py``); the rest are joint space-time blocks over the class token and all surviving patches
-(frame-major order), with A-ViT halting when ``config.halting`` (see ``halting.py``). The class-token feature
+(see ``glimpser.py``: a selecting block keeps each frame's patches in decreasing order of class-token attention);
+the rest are joint space-time blocks over the class token and all surviving patches (frame-major order; joint
+attention does not depend on the order), with A-ViT halting when ``config.halting`` (see ``halting.py``). The class-token feature
 goes through the final LayerNorm into the classification head and the 2-way motion head.
 """
 
@@ -127,7 +128,8 @@ class HaltingVT(nn.Module):
         keep_counts = cfg.kept_per_frame(n)
         for i, blk in enumerate(self.glimpser_blocks):
             tokens_per_layer[:, i] = 1 + t * patches.shape[2]
-            cls, patches, idx = blk(cls, patches, keep_counts[i])
+            selecting = cfg.keep_rate[i] < 1.0
+            cls, patches, idx = blk(cls, patches, keep_counts[i] if selecting else None)
             if idx is not None:
                 kept = kept.gather(2, idx)
         k = patches.shape[2]

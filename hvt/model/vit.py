@@ -81,9 +81,13 @@ class Mlp(nn.Module):
 
 
 def sample_keep_mask(batch: int, prob: float, ref: Tensor) -> Tensor:
-    """Stochastic-depth mask: one draw per sample, already divided by the keep probability."""
+    """Stochastic-depth mask: ``batch`` draws, each 0 or ``1 / (1 - prob)``.
+
+    Drawn as the released code (timm) does, ``floor(keep + U[0, 1))``, so that with the same seed and the same
+    order of draws both produce the same masks.
+    """
     keep = 1.0 - prob
-    return torch.empty(batch, dtype=ref.dtype, device=ref.device).bernoulli_(keep) / keep
+    return (keep + torch.rand(batch, dtype=ref.dtype, device=ref.device)).floor_() / keep
 
 
 class DropPath(nn.Module):

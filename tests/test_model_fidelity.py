@@ -1,0 +1,65 @@
+"""``official`` mode against the released HaltingVT code (dun-research/HaltingVT @ 4830e2a).
+
+The golden cases in ``../shared/fidelity`` (see its README) hold random weights in the released checkpoint layout,
+an input and the outputs the released code computed from them. The model is rebuilt from the case's released
+config, loaded with the project's strict checkpoint loader and run in eval mode, fp32, without gradients.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from hvt.model import create_model, load_weights
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FIDELITY = Path(__file__).resolve().parents[1].parent / "shared" / "fidelity"
+CASES = ("g05_b20_shifted_center.pt", "g03_b5_real_video.pt")
+# released config names -> create_model overrides (aliases documented in the fixtures' README)
+CONFIG_KEYS = (
+    "num_frames", "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias",
+    "norm_eps", "divid_depth", "keep_rate", "use_halting", "halt_scale", "halt_center", "eps", "num_classes",
+    "use_motion_head",
+)
+
+
+def load_case(name: str) -> dict:
+    if not FIDELITY.is_dir():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true but the golden fixtures folder {FIDELITY} is missing")
+        pytest.skip(f"golden fixtures folder {FIDELITY} not present (it lives in ../shared beside the checkout)")
+    return torch.load(FIDELITY / name, map_location="cpu", weights_only=True)
+
+
+def released_model(case: dict, mode: str = "official") -> torch.nn.Module:
+    cfg = case["config"]
+    assert not cfg.get("use_distr_prior") and not cfg.get("use_motion_token")  # released settings
+    overrides = {k: cfg[k] for k in CONFIG_KEYS}
+    overrides["ponder_weight"] = cfg["ponder_token_scale"]
+    model = create_model("haltingvt-s-g05-b20", halted_token_mode=mode, **overrides)
+    report = load_weights(model, case["state_dict"], kind="released", strict=True)
+    assert len(report.loaded) == len(case["state_dict"]) and not report.kept_init  # every tensor used
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_official_mode_reproduces_released_code(name):
+    case = load_case(name)
+    model = released_model(case)
+    with torch.no_grad():
+        out = model(case["input"].float())
+    g = model.config.glimpser_depth
+    logit_diff = (out.logits - case["logits"]).abs().max().item()
+    motion_diff = (out.motion_logits - case["motion_logits"]).abs().max().item()
+    print(f"{name}: max |logit diff| {logit_diff:.2e}, max |motion logit diff| {motion_diff:.2e}, "
+          f"|ponder diff| {abs(out.ponder_loss.item() - case['ponder_loss'].item()):.2e}")
+    assert logit_diff <= 1e-4
+    assert motion_diff <= 1e-4
+    assert torch.equal(out.tokens_per_layer[:, g:], case["tokens_per_halting_block"])
+    assert torch.equal(out.halting_depth.long(), case["token_halting_block"])
+    assert torch.equal(out.cls_halting_depth.long(), case["cls_halting_block"])
+    assert abs(out.ponder_loss.item() - case["ponder_loss"].item()) <= 1e-6
