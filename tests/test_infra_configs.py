@@ -77,6 +77,11 @@ def test_cluster_deployment_targets_gpu_workers_through_the_jobs_api():
     assert spec.address.startswith("http")
     config = TrainConfig.model_validate(cluster["parameters"]["config"])
     assert config.scaling.use_gpu and config.scaling.num_workers >= 2
+    # the paper's setting: fine-tuned from ImageNet DeiT-S with the paper's recipe
+    from hvt.config import OptimConfig
+
+    assert config.model.pretrained and "deit_small" in config.model.pretrained
+    assert config.optim.model_dump() == OptimConfig.paper_finetune().model_dump()
 
 
 def test_local_deployment_config_is_cpu_sized():

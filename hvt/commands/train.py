@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from typing import Any
 
@@ -25,6 +26,9 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model variant, e.g. haltingvt-micro-g03-b10")
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
                         help="model override as in create_model (repeatable), e.g. keep_rate=0.5")
+    parser.add_argument("--pretrained", default=None, metavar="PATH_OR_URL",
+                        help="fine-tune from these weights: a DeiT/timm ViT (the paper's init), a released HaltingVT "
+                             "checkpoint or one of ours; a head of another class count is re-initialised")
     parser.add_argument("--recipe", choices=["scratch", "paper-finetune"], default=None,
                         help="optimiser recipe (paper-finetune: DeiT's Adam 1e-5 fine-tuning); flags below override it")
     parser.add_argument("--epochs", type=int, default=None)
@@ -74,6 +78,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["dataset_version"] = args.dataset_version
     if args.model:
         base["model"]["name"] = args.model
+    if args.pretrained:  # a local path is made absolute: Ray workers do not share the driver's working dir
+        local = "://" not in args.pretrained
+        base["model"]["pretrained"] = os.path.abspath(os.path.expanduser(args.pretrained)) if local else args.pretrained
     if args.model_override:
         overrides = dict(base["model"].get("overrides", {}))
         overrides.update(_parse_override(item) for item in args.model_override)

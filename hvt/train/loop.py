@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from hvt.config import TrainConfig
 from hvt.data import normalize_clips
 from hvt.evaluation.metrics import ClipMetrics
-from hvt.model import create_model
+from hvt.model import create_model, load_pretrained
 from hvt.train.schedule import build_scheduler
 from hvt.train.state import capture_rng, load_train_state, restore_rng, save_train_state, unwrap
 
@@ -213,14 +213,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
-    if cfg.model.pretrained:
-        from hvt.model import load_pretrained
-
+    checkpoint = ray.train.get_checkpoint()
+    if cfg.model.pretrained and checkpoint is None:  # a resumed run continues from its checkpoint instead
         load_pretrained(model, cfg.model.pretrained)
     model_config = model.config.to_dict()
     optimizer, scheduler = make_optimization(model, cfg, steps_per_epoch)
     start_epoch, global_step, best_top1 = 0, 0, -1.0
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_train_state(directory)

@@ -133,9 +133,37 @@ def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, 
     return trainer, run_name
 
 
+def run_has_checkpoint(cfg: TrainConfig, dataset_version: str) -> bool:
+    """Whether the run for ``cfg`` already reported a checkpoint (so starting it again resumes it)."""
+    run_path = storage.join(storage.resolve_store(cfg.store), "runs", cfg.resolved_run_name(dataset_version))
+    try:
+        return any(name.startswith("checkpoint_") for name in storage.listdir(run_path))
+    except (FileNotFoundError, OSError):
+        return False
+
+
+def check_pretrained(cfg: TrainConfig, dataset: DatasetRef) -> None:
+    """Before any worker starts: ``cfg.model.pretrained`` must load into the model this run trains (only the
+    head may differ; see ``hvt.model.load_pretrained``). Skipped for a run that resumes from its checkpoint,
+    which never reloads the pretrained weights. Raises ``TrainingError`` naming the file and the keys at fault."""
+    if not cfg.model.pretrained:
+        return
+    if run_has_checkpoint(cfg, dataset.version):
+        log.info("run resumes from its checkpoint: pretrained weights %s are not loaded again", cfg.model.pretrained)
+        return
+    from hvt.model import WeightsError, create_model, load_pretrained
+
+    model = create_model(cfg.model.name, num_classes=len(dataset.classes), **cfg.model.overrides)
+    try:
+        load_pretrained(model, cfg.model.pretrained)
+    except WeightsError as err:
+        raise TrainingError(f"--pretrained {cfg.model.pretrained}: {err}") from err
+
+
 def run_training(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) the run for ``cfg``; return the best checkpoint by val top-1 and the last metrics."""
     dataset = resolve_dataset(cfg.store, cfg.dataset_name, cfg.dataset_version)
+    check_pretrained(cfg, dataset)
     ensure_ray(cfg.scaling.ray_address)
     trainer, run_name = build_trainer(cfg, dataset)
     log.info("training run %s on %s %s", run_name, dataset.name, dataset.version)
