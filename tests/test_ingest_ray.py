@@ -25,7 +25,7 @@ def local_ray():
 
 
 def test_ray_tasks_write_the_same_shards(tmp_path: Path, local_ray) -> None:
-    ds = make_synthetic_dataset(str(tmp_path / "data"), classes=2, per_class=6, frames=10, size=(48, 48))
+    ds = make_synthetic_dataset(str(tmp_path / "data"), classes=2, per_class=6, frames=10, size=(64, 48))
     base = dict(annotations=ds.annotations_csv, videos=ds.videos_dir, name="synth", shard_size=3)
     with_ray = shard_dataset(ShardConfig(**base, store=str(tmp_path / "ray"), ray_address="auto", workers=2))
     local = shard_dataset(ShardConfig(**base, store=str(tmp_path / "local")))

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def test_shard_s3_to_s3(tmp_path: Path) -> None:
-    ds = make_synthetic_dataset(str(tmp_path / "data"), classes=2, per_class=5, frames=10, size=(48, 48))
+    ds = make_synthetic_dataset(str(tmp_path / "data"), classes=2, per_class=5, frames=10, size=(64, 48))
     videos = sorted(Path(ds.videos_dir).iterdir())
     videos[0].write_bytes(videos[0].read_bytes()[:700])  # truncated upload
     with seaweedfs_server(tmp_path) as s3:

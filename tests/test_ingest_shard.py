@@ -29,7 +29,7 @@ from hvt.ingest.synthetic import make_synthetic_dataset
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("synthetic")
-    return make_synthetic_dataset(str(root), classes=3, per_class=6, frames=12, size=(48, 48), seed=1)
+    return make_synthetic_dataset(str(root), classes=3, per_class=6, frames=12, size=(64, 48), seed=1)
 
 
 def _config(synthetic, store: Path, **overrides) -> ShardConfig:
@@ -72,7 +72,7 @@ def test_shards_hold_every_sample_with_its_metadata(synthetic, tmp_path: Path) -
             assert meta["sha256"] == hashlib.sha256(sample["video"]).hexdigest()
             assert sample["video"] == Path(meta["source"]).read_bytes()  # untouched source bytes
             assert (meta["container"], meta["codec"], sample["ext"]) == ("mp4", "h264", "mp4")
-            assert (meta["num_frames"], meta["width"], meta["height"], meta["fps"]) == (12, 48, 48, 8.0)
+            assert (meta["num_frames"], meta["width"], meta["height"], meta["fps"]) == (12, 64, 48, 8.0)
             assert meta["duration"] == pytest.approx(1.5)
             seen[key] = shard["name"]
     assert set(seen) == set(expected)
@@ -191,12 +191,12 @@ def test_transcode_at_shard_time(synthetic, tmp_path: Path) -> None:
     assert len(samples) == 6
     for sample in samples.values():
         meta = sample["json"]
-        assert (meta["width"], meta["height"], meta["container"], meta["codec"]) == (32, 32, "mp4", "h264")
+        assert (meta["width"], meta["height"], meta["container"], meta["codec"]) == (42, 32, "mp4", "h264")
         assert meta["num_frames"] == 12
         assert meta["source_sha256"] == hashlib.sha256(Path(meta["source"]).read_bytes()).hexdigest()
         assert meta["sha256"] == hashlib.sha256(sample["video"]).hexdigest() != meta["source_sha256"]
         info = probe_video(sample["video"], ext="mp4", min_frames=1)
-        assert (info.width, info.height, info.num_frames) == (32, 32, 12)
+        assert (info.width, info.height, info.num_frames) == (42, 32, 12)
     assert result.version != shard_dataset(_config(synthetic, tmp_path, split="val", shard_size=10)).version
 
 

@@ -38,10 +38,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-frames", type=int, default=8)
     parser.add_argument("--decode-check", choices=["full", "head"], default="full")
-    parser.add_argument("--transcode", action="store_true", help="re-encode to H.264 mp4 at shard time")
-    parser.add_argument("--short-side", type=int, default=256, help="with --transcode: short side (0 = keep)")
-    parser.add_argument("--keyint", type=int, default=8, help="with --transcode: keyframe interval")
-    parser.add_argument("--crf", type=int, default=23, help="with --transcode: x264 CRF")
+    parser.add_argument("--transcode", action="store_true",
+                        help="re-encode every video to H.264 mp4 (same as --transcode-policy always)")
+    parser.add_argument("--transcode-policy", choices=["always", "needed", "never"], default=None,
+                        help="needed (default): re-encode only videos the training decoder would misread or cannot "
+                        "decode, and whole videos to cut to their segment; never: quarantine those instead")
+    parser.add_argument("--short-side", type=int, default=256, help="re-encoded videos: short side (0 = keep)")
+    parser.add_argument("--keyint", type=int, default=8,
+                        help="re-encoded videos: keyframe interval in frames (1 = all-intra)")
+    parser.add_argument("--crf", type=int, default=23, help="re-encoded videos: x264 CRF (quality; lower = better)")
+    parser.add_argument("--preset", default="veryfast", help="re-encoded videos: x264 preset")
+    parser.add_argument("--frame-checks", type=int, default=6,
+                        help="frames compared with the reference decode per video (plus the last two)")
     parser.add_argument("--version", dest="dataset_version", default=None, help="override the derived version id")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -58,9 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ShardConfig:
-    transcode = None
-    if args.transcode:
-        transcode = TranscodeOptions(short_side=args.short_side or None, keyint=args.keyint, crf=args.crf)
+    transcode = TranscodeOptions(short_side=args.short_side or None, keyint=args.keyint, crf=args.crf,
+                                 preset=args.preset)
+    policy = args.transcode_policy or ("always" if args.transcode else "needed")
     return ShardConfig(
         annotations=args.annotations,
         videos=args.videos,
@@ -79,6 +87,8 @@ def config_from_args(args: argparse.Namespace) -> ShardConfig:
         min_frames=args.min_frames,
         decode_check=args.decode_check,
         transcode=transcode,
+        transcode_policy=policy,
+        frame_checks=args.frame_checks,
         version=args.dataset_version,
     )
 

@@ -11,9 +11,12 @@ A sample that cannot be decoded never stops a batch: ``DecodeClips`` returns a z
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import re
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -42,6 +45,52 @@ def _decord():
     return decord
 
 
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Silence file descriptor 2 while decord runs: its C++ logger prints the whole input (the bytes of a text
+    file named ``.mp4``) before raising. The exception still carries the message, which we shorten ourselves."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _decoder_message(err: BaseException) -> str:
+    """One printable line from a decoder exception, bounded: never the input's bytes."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[-1] if lines else repr(err)
+    text = re.sub(r"\[\d{2}:\d{2}:\d{2}\]\s*|\S+\.cc:\d+:\s*", "", text)  # decord's clock and source line
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+def read_frames(data: bytes, indices: list[int], num_threads: int = 1) -> tuple[int, np.ndarray]:
+    """The training decoder's view of a video: its frame count and uint8 ``[len(indices), H, W, 3]`` at
+    ``indices`` (sorted, unique), read exactly as :func:`decode_frames` reads them. Raises ``VideoDecodeError``.
+    Used at shard time to check the training decoder against a reference decode."""
+    if not data:
+        raise VideoDecodeError("empty video bytes")
+    decord = _decord()
+    try:
+        with _stderr_silenced():
+            reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=num_threads)
+            num_frames = len(reader)
+            frames = reader.get_batch(list(indices)).asnumpy() if indices else np.zeros((0, 1, 1, 3), np.uint8)
+    except Exception as err:  # decord raises DECORDError / RuntimeError with FFmpeg's text
+        raise VideoDecodeError(_decoder_message(err)) from None
+    finally:
+        reader = None
+    return num_frames, frames
+
+
 def decode_frames(
     data: bytes, sampler: ClipSampler, training: bool, rng: np.random.Generator | None, num_threads: int = 1
 ) -> np.ndarray:
@@ -49,27 +98,34 @@ def decode_frames(
 
     Raises ``VideoDecodeError`` with the decoder's message when the bytes are empty, not a video or corrupt.
     """
+    return decode_sampled_frames(data, sampler, training, rng, num_threads)[0]
+
+
+def decode_sampled_frames(
+    data: bytes, sampler: ClipSampler, training: bool, rng: np.random.Generator | None, num_threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_frames` plus the indices it sampled: int64 ``[clips, T]``, in shown frames (0 = first)."""
     if not data:
         raise VideoDecodeError("empty video bytes")
     decord = _decord()
     try:
-        reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=num_threads)
-        num_frames = len(reader)
-        if num_frames < 1:
-            raise VideoDecodeError("the video has no frames")
-        indices = sampler(num_frames, training, rng)  # [C, T]
-        wanted, inverse = np.unique(indices, return_inverse=True)  # decode each needed frame once, in order
-        frames = reader.get_batch(wanted.tolist()).asnumpy()  # [U, H, W, 3]
+        with _stderr_silenced():
+            reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=num_threads)
+            num_frames = len(reader)
+            if num_frames < 1:
+                raise VideoDecodeError("the video has no frames")
+            indices = sampler(num_frames, training, rng)  # [C, T]
+            wanted, inverse = np.unique(indices, return_inverse=True)  # decode each needed frame once, in order
+            frames = reader.get_batch(wanted.tolist()).asnumpy()  # [U, H, W, 3]
     except VideoDecodeError:
         raise
     except Exception as err:  # decord raises DECORDError / RuntimeError with FFmpeg's text
-        message = str(err).strip().splitlines()
-        raise VideoDecodeError(f"{type(err).__name__}: {message[-1] if message else err!r}"[:500]) from err
+        raise VideoDecodeError(_decoder_message(err)) from None
     finally:
         reader = None  # drop the decoder (and its buffers) before the next video
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != len(wanted):
         raise VideoDecodeError(f"decoder returned frames of shape {frames.shape} for {len(wanted)} indices")
-    return frames[inverse.reshape(indices.shape)]  # [C, T, H, W, 3]
+    return frames[inverse.reshape(indices.shape)], indices  # [C, T, H, W, 3], [C, T]
 
 
 class ClipLoader:
@@ -83,22 +139,27 @@ class ClipLoader:
     def load(
         self, data: bytes, training: bool, rng: np.random.Generator | None = None
     ) -> dict[str, np.ndarray]:
-        """``{"clip": uint8 clip_shape}`` plus ``"static_clip"`` (same shape) when training with static clips."""
+        """``{"clip": uint8 clip_shape, "frame_indices": int64 clip_shape[:-3]}`` (the source frame of each clip
+        frame, in shown frames) plus ``"static_clip"`` (same shape as ``clip``) when training with static clips."""
         cfg = self.config
         if training and rng is None:
             raise ValueError("training clips are random: pass a numpy Generator")
-        frames = decode_frames(data, self.sampler, training, rng, cfg.decode_threads)  # [C,T,H,W,3]
+        frames, indices = decode_sampled_frames(data, self.sampler, training, rng, cfg.decode_threads)  # [C,T,H,W,3]
         views: list[np.ndarray] = []
         statics: list[np.ndarray] = []
-        for clip_frames in frames:
+        view_indices: list[np.ndarray] = []
+        for clip_frames, clip_indices in zip(frames, indices, strict=True):
             if training:
                 views.append(train_transform(clip_frames, cfg, rng, self.randaugment))
+                view_indices.append(clip_indices)
                 if cfg.static_clips:  # one of its frames, augmented as a clip of its own (the released way)
                     statics.append(make_static_training_clip(clip_frames, cfg, rng, self.randaugment))
             else:
-                views.extend(eval_transform(clip_frames, cfg))
+                crops = eval_transform(clip_frames, cfg)
+                views.extend(crops)
+                view_indices.extend([clip_indices] * len(crops))  # crops of one clip hold the same frames
         clip = views[0] if len(views) == 1 else np.stack(views)
-        out = {"clip": clip}
+        out = {"clip": clip, "frame_indices": view_indices[0] if len(views) == 1 else np.stack(view_indices)}
         if statics:
             out["static_clip"] = statics[0] if len(statics) == 1 else np.stack(statics)
         return out

@@ -87,6 +87,13 @@ def _split_name(name: str) -> tuple[str, str]:
     return posixpath.join(folder, stem) if folder else stem, ext if dot else ""
 
 
+def _is_tar_metadata(name: str) -> bool:
+    """WebDataset's convention for members that belong to no sample: a top-level name that begins and ends with
+    ``__`` (e.g. ``__index__``). A sample key may itself begin with ``__`` (YouTube ids do, e.g. ``__NrybzYzUg``):
+    ``__NrybzYzUg.mp4`` is a sample member, here as in ``webdataset.WebDataset``."""
+    return "/" not in name and name.startswith("__") and name.endswith("__")
+
+
 def _finish(key: str, members: dict[str, bytes], url: str) -> ShardSample:
     # the member kind is the last suffix: "clip.mp4" and "mp4" are both videos, "meta.json" is metadata
     by_kind = {ext.rsplit(".", 1)[-1].lower(): ext for ext in members}
@@ -131,7 +138,7 @@ def iter_tar_samples(fileobj: IO[bytes], url: str) -> Iterator[ShardSample]:
                 if not info.isreg():
                     continue
                 member_key, ext = _split_name(info.name)
-                if member_key.startswith("__") or not ext:
+                if not ext or _is_tar_metadata(info.name):
                     continue
                 if member_key != key:
                     if key is not None:

@@ -12,8 +12,12 @@ AnnotationFormat = Literal["auto", "kinetics_csv", "arnet", "s3d_ids", "mmaction
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
+TranscodePolicy = Literal["always", "needed", "never"]
+
+
 class TranscodeOptions(BaseModel):
-    """Re-encode every admitted video to H.264 mp4 at shard time, so that training-time decoding is cheap."""
+    """How a video is re-encoded at shard time: H.264 yuv420p mp4, video only, frame-exact and upright
+    (:mod:`hvt.ingest.transcode`). ``keyint=1`` makes every frame a keyframe (all-intra: fastest to seek)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +53,22 @@ class ShardConfig(BaseModel):
     decode_check: Literal["full", "head"] = Field(
         "full", description="decode every frame (catches mid-file corruption) or only the first few"
     )
-    transcode: TranscodeOptions | None = None
+    transcode: TranscodeOptions | None = Field(
+        None, description="re-encoding options; given without transcode_policy, every video is re-encoded"
+    )
+    transcode_policy: TranscodePolicy | None = Field(
+        None,
+        description="'always' re-encode every video; 'needed' only those the training decoder would misread or "
+        "cannot decode and untrimmed ones to cut; 'never' quarantine those. Default: 'always' when transcode is "
+        "given, else 'needed'",
+    )
+    frame_checks: int = Field(6, ge=1, description="frames compared with the reference decode per video (plus the last two)")
+    frame_tolerance: float = Field(
+        1.0, ge=0, description="largest mean |pixel difference| (0-255) between training and reference decode"
+    )
+    segment_tolerance: float = Field(
+        1.0, ge=0, description="seconds by which a video named <ytid>.* may differ from its segment and count as trimmed"
+    )
     version: str | None = Field(None, description="override the derived version id")
     retries: int = Field(3, ge=0, description="retries for transient storage errors")
 
@@ -83,6 +102,18 @@ class ShardConfig(BaseModel):
             raise ValueError("give shard_size, shard_bytes or both")
         return self
 
+    @property
+    def policy(self) -> TranscodePolicy:
+        """The transcode policy in force (see ``transcode_policy``)."""
+        if self.transcode_policy is not None:
+            return self.transcode_policy
+        return "always" if self.transcode is not None else "needed"
+
+    @property
+    def transcode_options(self) -> TranscodeOptions:
+        """Options for the videos that are re-encoded (the defaults when none are given)."""
+        return self.transcode or TranscodeOptions()
+
     def plan_parameters(self) -> dict:
         """The parameters that shape the output (and hence the version id); not where or how fast it runs."""
         return {
@@ -95,4 +126,8 @@ class ShardConfig(BaseModel):
             "min_frames": self.min_frames,
             "decode_check": self.decode_check,
             "transcode": None if self.transcode is None else self.transcode.model_dump(),
+            "transcode_policy": self.policy,
+            "frame_checks": self.frame_checks,
+            "frame_tolerance": self.frame_tolerance,
+            "segment_tolerance": self.segment_tolerance,
         }

@@ -13,6 +13,10 @@ UNKNOWN_LABEL = "unknown_label"  # label not in the class list, or no label for 
 DUPLICATE = "duplicate"  # same sample key or same source video as an earlier entry
 BAD_ANNOTATION = "bad_annotation"  # a line that cannot be parsed
 TRANSCODE_FAILED = "transcode_failed"  # decodable but re-encoding failed
+DECODER_MISMATCH = "decoder_mismatch"  # the training decoder reads other frames than the reference (transcoding off)
+UNSUPPORTED_CODEC = "unsupported_codec"  # the training decoder cannot decode the codec (transcoding off)
+SEGMENT_OUT_OF_RANGE = "segment_out_of_range"  # the annotated segment lies outside the (untrimmed) video
+UNTRIMMED = "untrimmed"  # a whole video whose segment must be cut out, and transcoding is off
 
 REASONS: tuple[str, ...] = (
     MISSING,
@@ -26,6 +30,10 @@ REASONS: tuple[str, ...] = (
     DUPLICATE,
     BAD_ANNOTATION,
     TRANSCODE_FAILED,
+    DECODER_MISMATCH,
+    UNSUPPORTED_CODEC,
+    SEGMENT_OUT_OF_RANGE,
+    UNTRIMMED,
 )
 
 

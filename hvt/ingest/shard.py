@@ -102,8 +102,12 @@ def _task(plan: Plan, spec: ShardSpec, path: str, config: ShardConfig) -> ShardT
         entries=plan.read_entries(spec),
         min_frames=config.min_frames,
         full_decode=config.decode_check == "full",
-        transcode=None if config.transcode is None else config.transcode.model_dump(),
+        transcode=config.transcode_options.model_dump(),
         retries=config.retries,
+        policy=config.policy,
+        frame_checks=config.frame_checks,
+        frame_tolerance=config.frame_tolerance,
+        segment_tolerance=config.segment_tolerance,
     )
 
 
@@ -299,6 +303,7 @@ def _manifest(config: ShardConfig, plan: Plan, stats: list[dict], counts: dict, 
             "json_fields": [
                 "key", "label", "label_name", "youtube_id", "time_start", "time_end", "split", "source",
                 "sha256", "container", "codec", "fps", "num_frames", "width", "height", "duration",
+                "source_codec", "normalised", "normalised_because", "segment_frames", "frame_check",
             ],
         },
     }

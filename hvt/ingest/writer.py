@@ -20,8 +20,11 @@ from typing import Any, TypeVar
 from hvt import storage
 from hvt.ingest import reasons
 from hvt.ingest.config import TranscodeOptions
-from hvt.ingest.probe import probe_video, transcode_video
+from hvt.ingest.framecheck import DecodeCheck, check_training_decode
+from hvt.ingest.probe import VideoInfo, probe_video
 from hvt.ingest.reasons import Quarantined
+from hvt.ingest.segments import segment_cut
+from hvt.ingest.transcode import transcode_video
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,15 +59,20 @@ class ShardTask:
     entries: list[dict]  # planned entries (see plan.build_plan), in shard order
     min_frames: int
     full_decode: bool
-    transcode: dict | None
+    transcode: dict  # TranscodeOptions for the videos that are re-encoded
     retries: int
+    policy: str = "needed"  # ShardConfig.policy: always | needed | never
+    frame_checks: int = 6
+    frame_tolerance: float = 1.0
+    segment_tolerance: float = 1.0
 
     @property
     def plan_sha256(self) -> str:
         """Identity of what this shard should contain: a stats file with another digest is stale."""
         blob = json.dumps(
             {"entries": self.entries, "min_frames": self.min_frames, "full_decode": self.full_decode,
-             "transcode": self.transcode},
+             "transcode": self.transcode, "policy": self.policy, "frame_checks": self.frame_checks,
+             "frame_tolerance": self.frame_tolerance, "segment_tolerance": self.segment_tolerance},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -118,16 +126,51 @@ def _read_source(url: str, retries: int) -> bytes:
         raise Quarantined(reasons.UNREADABLE, f"cannot read {url}: {err}") from None
 
 
+def _check(data: bytes, info: VideoInfo, task: ShardTask, *, exact_count: bool) -> DecodeCheck:
+    return check_training_decode(
+        data, codec=info.codec, num_checks=task.frame_checks, tolerance=task.frame_tolerance,
+        num_frames=info.num_frames if exact_count else None,
+    )
+
+
 def _prepare_sample(entry: dict, task: ShardTask) -> tuple[bytes, dict]:
-    """Bytes and metadata of one admitted sample, or :class:`Quarantined`."""
+    """Bytes and metadata of one admitted sample, or :class:`Quarantined`.
+
+    The probe is the reference (shown frames, upright). A whole video is cut to its segment; a file the training
+    decoder would misread or cannot decode is re-encoded (policy ``needed``), every file is (``always``) or such a
+    file is quarantined (``never``). What is stored is checked against the reference once more, so the metadata
+    says exactly what training will see.
+    """
     data = _read_source(entry["source"], task.retries)
     info = probe_video(data, ext=entry["ext"], min_frames=task.min_frames, full_decode=task.full_decode)
+    source_info = info
+    cut = segment_cut(entry, info, task.segment_tolerance)
+    verdict: DecodeCheck | None = None
+    because: str | None = None
+    if cut is not None:
+        because = (f"whole video cut to its segment {cut.start:g}-{cut.end:g} s "
+                   f"(frames {cut.first_frame}-{cut.end_frame - 1})")
+        failure = reasons.UNTRIMMED
+    elif task.policy == "always":
+        because, failure = "transcode policy 'always'", reasons.TRANSCODE_FAILED
+    else:
+        verdict = _check(data, info, task, exact_count=task.full_decode)
+        if not verdict.ok:
+            because, failure = verdict.detail, str(verdict.reason)
     meta: dict[str, Any] = {}
-    if task.transcode is not None:
+    if because is not None:
+        if task.policy == "never":
+            raise Quarantined(failure, f"{because}; transcoding is off (policy 'never'): allow it to normalise the file")
         source_sha256 = hashlib.sha256(data).hexdigest()
-        data, info = transcode_video(data, TranscodeOptions(**task.transcode))
+        first, end = (cut.first_frame, cut.end_frame) if cut is not None else (0, None)
+        data, _ = transcode_video(data, TranscodeOptions(**task.transcode), first_frame=first, end_frame=end)
+        info = probe_video(data, ext="mp4", min_frames=1)  # the reference of what is stored
         if info.num_frames < task.min_frames:
-            raise Quarantined(reasons.TOO_SHORT, f"{info.num_frames} frames after transcoding")
+            raise Quarantined(reasons.TOO_SHORT, f"{info.num_frames} frames after transcoding "
+                              f"(fewer than min_frames={task.min_frames})")
+        verdict = _check(data, info, task, exact_count=True)
+        if not verdict.ok:
+            raise Quarantined(reasons.DECODER_MISMATCH, f"even after transcoding: {verdict.detail}")
         meta["source_sha256"] = source_sha256
     meta.update(
         {
@@ -147,6 +190,11 @@ def _prepare_sample(entry: dict, task: ShardTask) -> tuple[bytes, dict]:
             "width": info.width,
             "height": info.height,
             "duration": info.duration,
+            "source_codec": source_info.codec,
+            "normalised": because is not None,
+            "normalised_because": because,
+            "segment_frames": None if cut is None else [cut.first_frame, cut.end_frame],
+            "frame_check": verdict.detail if verdict is not None else None,
         }
     )
     return data, meta
