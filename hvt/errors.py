@@ -18,7 +18,8 @@ def _collect() -> tuple[type[BaseException], ...]:
         errors.append(TrainingError)
     except ImportError:
         pass
-    for module, name in (("hvt.ingest", "ShardingError"), ("hvt.data", "VideoDecodeError"), ("hvt.model", "ModelError")):
+    for module, name in (("hvt.ingest", "ShardingError"), ("hvt.data", "VideoDecodeError"), ("hvt.model", "ModelError"),
+                         ("hvt.model", "WeightsError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -13,20 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from hvt.imports import overrides_from_released_config
 from hvt.model import create_model, load_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FIDELITY = Path(__file__).resolve().parents[1].parent / "shared" / "fidelity"
 CASES = ("g05_b20_shifted_center.pt", "g03_b5_real_video.pt")
-# released config names -> create_model overrides (aliases documented in the fixtures' README)
-CONFIG_KEYS = (
-    "num_frames", "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias",
-    "norm_eps", "divid_depth", "keep_rate", "use_halting", "halt_scale", "halt_center", "eps", "num_classes",
-    "use_motion_head",
-)
-
-
 def load_case(name: str) -> dict:
     if not FIDELITY.is_dir():
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
@@ -36,10 +29,7 @@ def load_case(name: str) -> dict:
 
 
 def released_model(case: dict, mode: str = "official") -> torch.nn.Module:
-    cfg = case["config"]
-    assert not cfg.get("use_distr_prior") and not cfg.get("use_motion_token")  # released settings
-    overrides = {k: cfg[k] for k in CONFIG_KEYS}
-    overrides["ponder_weight"] = cfg["ponder_token_scale"]
+    overrides = overrides_from_released_config(case["config"])
     model = create_model("haltingvt-s-g05-b20", halted_token_mode=mode, **overrides)
     report = load_weights(model, case["state_dict"], kind="released", strict=True)
     assert len(report.loaded) == len(case["state_dict"]) and not report.kept_init  # every tensor used

@@ -35,6 +35,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.add_argument("--force", action="store_true", help="promote even if it does not beat the alias's version")
     promote.set_defaults(func=run_promote)
 
+    imp = sub.add_parser(
+        "import",
+        help="register a released HaltingVT checkpoint (or one trained elsewhere) as a version, official mode",
+    )
+    imp.add_argument("model", help="registry name to register it under")
+    imp.add_argument("--weights", required=True, metavar="PATH_OR_URL",
+                     help="state dict: released mmaction2 layout (backbone.model.*, cls_head.*) or this project's")
+    imp.add_argument("--variant", required=True, help="model variant it was trained as, e.g. haltingvt-s-g05-b20")
+    imp.add_argument("--classes", default=None, metavar="FILE", help="class names, one per line, in head order")
+    imp.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                     help="ModelConfig override (repeatable), e.g. num_frames=16; halted_token_mode=remove warns")
+    imp.add_argument("--sampling", default=None, help="test sampling FRAMESxINTERVALxCLIPS (default FRAMESx32x1)")
+    imp.add_argument("--store", default=None)
+    imp.add_argument("--json", action="store_true", help="machine-readable output")
+    imp.set_defaults(func=run_import)
+
 
 def _row(version: registry.RegistryVersion, aliases: dict[str, str | None]) -> dict:
     row = version.as_dict()
@@ -78,4 +94,35 @@ def run_promote(args: argparse.Namespace) -> int:
     store = storage.resolve_store(args.store)
     reason = registry.promote(store, args.model, args.version, alias=args.alias, force=args.force)
     print(f"{args.model}: {args.alias} -> {args.version} ({reason})")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from hvt.commands.train import _parse_override
+    from hvt.errors import InputError
+    from hvt.imports import import_checkpoint
+
+    overrides = dict(_parse_override(item) for item in args.model_override)
+    data_config = None
+    if args.sampling:
+        from hvt.data import DataConfig
+        from hvt.model import get_config
+
+        cfg = get_config(args.variant, **{k: v for k, v in overrides.items() if k != "halted_token_mode"})
+        try:
+            data_config = DataConfig.for_sampling(
+                args.sampling, crop_size=cfg.img_size, test_short_side=round(cfg.img_size * 256 / 224),
+                train_short_side=(round(cfg.img_size * 256 / 224), round(cfg.img_size * 320 / 224)),
+            )
+        except ValueError as err:
+            raise InputError(f"--sampling {args.sampling!r}: {err}") from err
+    store = storage.resolve_store(args.store)
+    version = import_checkpoint(store, args.model, args.weights, args.variant, classes_file=args.classes,
+                                overrides=overrides, data_config=data_config)
+    if args.json:
+        print(json.dumps(version.as_dict(), indent=2))
+    else:
+        lineage = version.lineage
+        print(f"imported {args.weights} as {version.model} {version.version} at {version.path} "
+              f"({lineage['halted_token_mode']} mode, sha256 {lineage['source_sha256'][:12]}...)")
     return 0

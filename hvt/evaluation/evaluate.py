@@ -22,6 +22,12 @@ def model_from_state(state: dict[str, Any]) -> torch.nn.Module:
 
     model = create_model_from_config(ModelConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
+    trained_mode = state.get("trained_halted_token_mode")  # set by `hvt registry import` (released weights)
+    if trained_mode and trained_mode != model.config.halted_token_mode:
+        log.warning(
+            "weights trained in %r halted-token mode run in %r mode: outputs change (see docs/FIDELITY.md)",
+            trained_mode, model.config.halted_token_mode,
+        )
     return model.eval()
 
 

@@ -1,0 +1,179 @@
+"""Registering a released (or otherwise trained elsewhere) HaltingVT checkpoint as a registry version.
+
+    hvt registry import haltingvt-minik-g05 --weights https://.../best.pth --variant haltingvt-s-g05-b20 \\
+        --classes minik_classes.txt
+
+The weights are loaded strictly into ``create_model(variant, **overrides)`` (released mmaction2 layout or this
+project's own), in ``official`` halted-token mode unless an override says otherwise: the released weights were
+trained with halted tokens zeroed but still attended, and another mode changes their outputs (measured in
+``docs/FIDELITY.md``). The version's lineage records that it was imported, from where, and the sha256 of the
+source bytes; its test transform defaults to the released one (short side 256/224 of the input size, centre crop,
+``8x32x1`` sampling, ``(x - 127.5) / 127.5``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+import urllib.request
+from typing import Any
+
+import torch
+
+from hvt import registry, storage
+from hvt.data import DataConfig
+from hvt.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TRAINED_MODE_KEY = "trained_halted_token_mode"
+REMOVE_WARNING = (
+    "{name}: released weights were trained with halted tokens still attended ('official' mode); in {mode!r} "
+    "mode their outputs change (see docs/FIDELITY.md for how much)"
+)
+
+
+def fetch_bytes(source: str) -> bytes:
+    """The bytes of a local path, fsspec URL or http(s) URL; ``InputError`` naming it when unreadable."""
+    try:
+        if source.startswith(("http://", "https://")):
+            with urllib.request.urlopen(source, timeout=600) as response:  # noqa: S310 - the user's own URL
+                return response.read()
+        return storage.read_bytes(source)
+    except (OSError, ValueError) as err:
+        raise InputError(f"--weights {source}: cannot read it ({type(err).__name__}: {err})") from err
+
+
+def read_classes(path: str | None, num_classes: int) -> list[str]:
+    """Class names, one per line (blank lines ignored), or ``class 0 .. class N-1`` without a file."""
+    if path is None:
+        return [f"class {i}" for i in range(num_classes)]
+    try:
+        names = [line.strip() for line in storage.read_text(path).splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"--classes {path}: cannot read it ({err})") from err
+    if len(names) != num_classes:
+        raise InputError(
+            f"--classes {path} names {len(names)} classes but the checkpoint's head has {num_classes} outputs"
+        )
+    return names
+
+
+RELEASED_CONFIG_KEYS = (
+    "num_frames", "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias",
+    "norm_eps", "divid_depth", "keep_rate", "use_halting", "halt_scale", "halt_center", "eps", "num_classes",
+    "use_motion_head",
+)
+
+
+def overrides_from_released_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``create_model`` overrides from a released config's values (``divid_depth``, ``use_halting`` and
+    ``use_motion_head`` are aliases; ``ponder_token_scale`` is ``ponder_weight``). Raises ``InputError`` for the
+    released options this model does not implement (``use_distr_prior``, ``use_motion_token``)."""
+    for unsupported in ("use_distr_prior", "use_motion_token"):
+        if config.get(unsupported):
+            raise InputError(f"released config sets {unsupported}={config[unsupported]!r}, which is not supported")
+    out = {k: config[k] for k in RELEASED_CONFIG_KEYS if k in config}
+    if "keep_rate" in out:
+        out["keep_rate"] = tuple(out["keep_rate"])
+    if "ponder_token_scale" in config:
+        out["ponder_weight"] = config["ponder_token_scale"]
+    return out
+
+
+def _head_classes(sd: dict[str, torch.Tensor]) -> int | None:
+    for key in ("cls_head.fc_cls.weight", "head.weight"):
+        if key in sd:
+            return int(sd[key].shape[0])
+    return None
+
+
+def warn_if_not_official(name: str, mode: str) -> None:
+    if mode != "official":
+        log.warning(REMOVE_WARNING.format(name=name, mode=mode))
+
+
+def import_checkpoint(
+    store: str,
+    name: str,
+    weights: str,
+    variant: str,
+    *,
+    classes_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    data_config: DataConfig | None = None,
+) -> registry.RegistryVersion:
+    """Register ``weights`` as a new version of ``name``; ``champion`` moves to it when there is none yet.
+
+    Raises ``InputError`` for an unreadable source or class file, ``WeightsError`` when the state dict does not fit
+    the variant (every missing / unexpected / mis-shaped key listed), ``ValueError`` for an unknown variant.
+    """
+    from hvt.model import WeightsError, create_model, load_weights
+    from hvt.model.weights import detect_kind, read_state_dict
+    from hvt.stages import code_version
+
+    overrides = dict(overrides or {})
+    mode = overrides.setdefault("halted_token_mode", "official")
+    data = fetch_bytes(weights)
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        sd = read_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+        kind = detect_kind(sd)
+    except WeightsError as err:
+        raise WeightsError(f"--weights {weights}: {err}") from err
+    except Exception as err:  # torch raises UnpicklingError / RuntimeError / EOFError for what it will not load
+        raise WeightsError(
+            f"--weights {weights} cannot be read with torch.load(weights_only=True) ({type(err).__name__}); if it "
+            "pickles more than tensors (an mmaction2 checkpoint with 'meta'), re-save only its state dict: "
+            "torch.save(torch.load(path)['state_dict'], new_path), in a trusted environment"
+        ) from err
+    if kind == "deit":
+        raise WeightsError(f"--weights {weights} is an image ViT (DeiT/timm); fine-tune it with `hvt train "
+                           "--pretrained` instead of importing it")
+    head = _head_classes(sd)
+    if "num_classes" not in overrides and head is not None:
+        overrides["num_classes"] = head
+    try:
+        model = create_model(variant, **overrides)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"--variant {variant} with overrides {overrides}: {err}") from err
+    try:
+        report = load_weights(model, sd, kind=kind, strict=True)
+    except WeightsError as err:
+        raise WeightsError(f"--weights {weights} does not fit {variant} {overrides}: {err}") from err
+    warn_if_not_official(name, mode)
+    cfg = model.config
+    classes = read_classes(classes_file, cfg.num_classes)
+    data_config = data_config or DataConfig(
+        num_frames=cfg.num_frames, crop_size=cfg.img_size, test_short_side=round(cfg.img_size * 256 / 224),
+        train_short_side=(round(cfg.img_size * 256 / 224), round(cfg.img_size * 320 / 224)),
+    )
+    payload = {
+        "model": model.state_dict(),
+        "model_config": cfg.to_dict(),
+        "classes": classes,
+        "data_config": data_config.model_dump(mode="json"),
+        TRAINED_MODE_KEY: "official",
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    lineage = {
+        "imported": True,
+        "source": weights,
+        "source_sha256": sha,
+        "source_kind": report.kind,
+        "model_variant": variant,
+        "overrides": overrides,
+        "halted_token_mode": mode,
+        "code_version": code_version(),
+    }
+    version = registry.register_version(
+        store, name, files={"model.pt": buffer.getvalue()}, metrics={"num_classes": cfg.num_classes},
+        lineage=lineage, created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    if registry.get_alias(store, name) is None:
+        registry.set_alias(store, name, version.version, reason="first version: imported, no champion yet")
+    log.info("imported %s (%s, sha256 %s) as %s %s", weights, report.summary(), sha[:12], name, version.version)
+    return version
