@@ -45,11 +45,11 @@ class VideoIndex:
             rel = path[len(base) :].lstrip("/")
             name = posixpath.basename(rel)
             hidden = any(part.startswith(".") for part in rel.split("/"))
-            if not rel or hidden or ".tmp-" in name or name.endswith(_PARTIAL_SUFFIXES):
+            if not rel or ".tmp-" in name or name.endswith(_PARTIAL_SUFFIXES):
                 continue
-            self.sizes[rel] = int(info.get("size") or 0)
+            self.sizes[rel] = int(info.get("size") or 0)  # a hidden file is found by its explicit path only
             stem, ext = _split_ext(name)
-            if ext in _EXT_RANK:
+            if ext in _EXT_RANK and not hidden:
                 current = self._by_stem.get(stem)
                 if current is None or self._rank(rel) < self._rank(current):
                     self._by_stem[stem] = rel
