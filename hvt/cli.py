@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES = ("synth", "shard", "train", "evaluate", "registry", "flops", "predict")
+COMMAND_MODULES = ("synth", "shard", "train", "evaluate", "registry", "flops", "predict", "browse")
 
 
 class UsageError(Exception):

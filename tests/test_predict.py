@@ -141,3 +141,15 @@ def test_several_models_need_a_name(tmp_path, demo_video):
     with pytest.raises(ModelLoadError, match="--registry-name"):
         predict_video(demo_video, store=store)
     assert predict_video(demo_video, store=store, registry_name="second").model == "second"
+
+
+def test_text_file_named_mp4_is_one_line_without_its_bytes(store, tmp_path):
+    """Decoder noise never echoes the input: decord's logger used to print the whole file to stderr."""
+    text = tmp_path / "notes.mp4"
+    line = "this is a text file, not a video; secret-looking words: hunter2\n"
+    text.write_text(line * 3000)  # ~200 KB
+    proc = _hvt("predict", str(text), "--store", store)
+    assert proc.returncode == 2
+    assert "hunter2" not in proc.stderr and "text file" not in proc.stderr
+    assert proc.stderr.strip().startswith("hvt predict: error:") and "notes.mp4" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
