@@ -1,30 +1,32 @@
-"""Exceptions that mean "the input is wrong, here is what to do" — the CLI prints them without a traceback."""
+"""Exceptions that mean "the input is wrong, here is what to do" — the CLI prints them without a traceback.
+
+Kept free of heavy imports: the CLI's parser and every command's ``--help`` load this module.
+"""
 
 from __future__ import annotations
 
-from hvt.registry import RegistryError
-from hvt.storage import StoreError
+import importlib
 
 
 class InputError(ValueError):
     """A file, URL or argument given by the user cannot be used."""
 
 
-def _collect() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [InputError, RegistryError, StoreError, FileNotFoundError]
-    try:
-        from hvt.train.trainer import TrainingError
+# Error types raised by the library for bad input, by module; imported when a command has failed.
+_USER_ERROR_TYPES = (
+    ("hvt.registry", "RegistryError"),
+    ("hvt.storage", "StoreError"),
+    ("hvt.train.trainer", "TrainingError"),
+    ("hvt.ingest.shard", "ShardingError"),
+    ("hvt.ingest.annotations", "AnnotationError"),
+    ("hvt.data.decode", "VideoDecodeError"),
+    ("hvt.model.weights", "WeightsError"),
+)
 
-        errors.append(TrainingError)
-    except ImportError:
-        pass
-    for module, name in (("hvt.ingest", "ShardingError"), ("hvt.data", "VideoDecodeError"), ("hvt.model", "ModelError"),
-                         ("hvt.model", "WeightsError")):
-        try:
-            errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types the CLI reports as one line (exit code 2) instead of a traceback."""
+    errors: list[type[BaseException]] = [InputError, FileNotFoundError]
+    for module, name in _USER_ERROR_TYPES:
+        errors.append(getattr(importlib.import_module(module), name))
     return tuple(errors)
-
-
-USER_ERRORS = _collect()

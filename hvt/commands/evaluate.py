@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from hvt import storage
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="top-1/top-5, GFLOPs and halting stats of a registered model")
@@ -27,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hvt import storage
     from hvt.config import ScalingSpec
     from hvt.stages import evaluate_registered
 

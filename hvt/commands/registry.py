@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from hvt import registry, storage
+if TYPE_CHECKING:
+    from hvt.registry import RegistryVersion
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.add_argument("model")
     promote.add_argument("version", help="vN")
     promote.add_argument("--store", default=None)
-    promote.add_argument("--alias", default=registry.CHAMPION)
+    promote.add_argument("--alias", default="champion")
     promote.add_argument("--force", action="store_true", help="promote even if it does not beat the alias's version")
     promote.set_defaults(func=run_promote)
 
@@ -52,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.set_defaults(func=run_import)
 
 
-def _row(version: registry.RegistryVersion, aliases: dict[str, str | None]) -> dict:
+def _row(version: RegistryVersion, aliases: dict[str, str | None]) -> dict:
+    from hvt import registry, storage
+
     row = version.as_dict()
     row["aliases"] = [registry.CHAMPION] if aliases.get(version.model) == version.version else []
     metrics = version.metrics
@@ -65,6 +69,8 @@ def _row(version: registry.RegistryVersion, aliases: dict[str, str | None]) -> d
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from hvt import registry, storage
+
     store = storage.resolve_store(args.store)
     versions = registry.list_versions(store, args.model)
     aliases = {m: registry.get_alias(store, m) for m in {v.model for v in versions}}
@@ -85,12 +91,16 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from hvt import registry, storage
+
     version = registry.get_version(storage.resolve_store(args.store), args.model, args.ref)
     print(json.dumps(version.as_dict(), indent=2))
     return 0
 
 
 def run_promote(args: argparse.Namespace) -> int:
+    from hvt import registry, storage
+
     store = storage.resolve_store(args.store)
     reason = registry.promote(store, args.model, args.version, alias=args.alias, force=args.force)
     print(f"{args.model}: {args.alias} -> {args.version} ({reason})")

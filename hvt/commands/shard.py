@@ -9,12 +9,10 @@ import argparse
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from hvt.ingest.annotations import AnnotationError
-from hvt.ingest.config import ShardConfig, TranscodeOptions
-from hvt.ingest.shard import ShardingError, shard_dataset
+if TYPE_CHECKING:
+    from hvt.ingest.config import ShardConfig
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ShardConfig:
+    from hvt.ingest.config import ShardConfig, TranscodeOptions
+
     transcode = TranscodeOptions(short_side=args.short_side or None, keyint=args.keyint, crf=args.crf,
                                  preset=args.preset)
     policy = args.transcode_policy or ("always" if args.transcode else "needed")
@@ -94,6 +94,11 @@ def config_from_args(args: argparse.Namespace) -> ShardConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from hvt.ingest.annotations import AnnotationError
+    from hvt.ingest.shard import ShardingError, shard_dataset
+
     try:
         config = config_from_args(args)
     except ValidationError as err:

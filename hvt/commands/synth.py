@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hvt.ingest.synthetic import MOTION_CLASSES, make_synthetic_dataset
+from hvt.ingest.synthetic import MOTION_CLASSES
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.classes <= len(MOTION_CLASSES):
         print(f"hvt synth: --classes must be between 1 and {len(MOTION_CLASSES)}", file=sys.stderr)
         return 2
+    from hvt.ingest.synthetic import make_synthetic_dataset
 
     def progress(done: int, total: int) -> None:
         if not args.quiet and (done == total or done % 10 == 0):

@@ -6,13 +6,12 @@ import argparse
 import json
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from hvt import storage
-from hvt.config import TrainConfig
 from hvt.errors import InputError
+
+if TYPE_CHECKING:
+    from hvt.config import TrainConfig
 
 _SAMPLING_RE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
@@ -57,6 +56,11 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from pydantic import ValidationError
+
+    from hvt import storage
+    from hvt.config import TrainConfig
+
     base: dict[str, Any] = {}
     if args.config:
         try:

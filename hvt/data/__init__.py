@@ -5,46 +5,30 @@ Modules, one concern each: ``config`` (DataConfig), ``shards`` (shard URLs, tar 
 (motion-loss fakes), ``ray_dataset`` (Ray Data wiring). Import what you need from here.
 """
 
-from hvt.data.clip_sampling import ClipSampler, eval_clip_offsets, frame_indices, train_clip_offsets
-from hvt.data.config import DataConfig
-from hvt.data.decode import (
-    ClipLoader,
-    DecodeClips,
-    VideoDecodeError,
-    load_clip_from_bytes,
-    load_clip_from_path,
-)
-from hvt.data.ray_dataset import (
-    ClipBatchCollate,
-    build_clip_dataset,
-    collate_clips,
-    read_shards,
-    split_decode_failures,
-)
-from hvt.data.shards import read_manifest_classes, resolve_shard_urls
-from hvt.data.static_clips import MOTION_REAL, MOTION_STATIC, make_static_clip
-from hvt.data.transforms import normalize_clips
+from hvt.lazy import lazy_exports
 
-__all__ = [
-    "MOTION_REAL",
-    "MOTION_STATIC",
-    "ClipBatchCollate",
-    "ClipLoader",
-    "ClipSampler",
-    "DataConfig",
-    "DecodeClips",
-    "VideoDecodeError",
-    "build_clip_dataset",
-    "collate_clips",
-    "eval_clip_offsets",
-    "frame_indices",
-    "load_clip_from_bytes",
-    "load_clip_from_path",
-    "make_static_clip",
-    "normalize_clips",
-    "read_manifest_classes",
-    "read_shards",
-    "resolve_shard_urls",
-    "split_decode_failures",
-    "train_clip_offsets",
-]
+# public name -> submodule; imported on first use (hvt/lazy.py)
+_LAZY_EXPORTS = {
+    "ClipBatchCollate": "ray_dataset",
+    "ClipLoader": "decode",
+    "ClipSampler": "clip_sampling",
+    "DataConfig": "config",
+    "DecodeClips": "decode",
+    "MOTION_REAL": "static_clips",
+    "MOTION_STATIC": "static_clips",
+    "VideoDecodeError": "decode",
+    "build_clip_dataset": "ray_dataset",
+    "collate_clips": "ray_dataset",
+    "eval_clip_offsets": "clip_sampling",
+    "frame_indices": "clip_sampling",
+    "load_clip_from_bytes": "decode",
+    "load_clip_from_path": "decode",
+    "make_static_clip": "static_clips",
+    "normalize_clips": "transforms",
+    "read_manifest_classes": "shards",
+    "read_shards": "ray_dataset",
+    "resolve_shard_urls": "shards",
+    "split_decode_failures": "ray_dataset",
+    "train_clip_offsets": "clip_sampling",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -1,5 +1,9 @@
 """Evaluation: metrics accumulated with torchmetrics, reports and plots."""
 
-from hvt.evaluation.metrics import ClipMetrics
+from hvt.lazy import lazy_exports
 
-__all__ = ["ClipMetrics"]
+# public name -> submodule; imported on first use (hvt/lazy.py)
+_LAZY_EXPORTS = {
+    "ClipMetrics": "metrics",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -1,27 +1,20 @@
 """Shard time: annotation readers, probe/transcode, shard writer + manifest + quarantine, synthetic set."""
 
-from hvt.ingest.config import ShardConfig, TranscodeOptions
-from hvt.ingest.shard import ShardingError, ShardResult, shard_dataset
-from hvt.ingest.synthetic import SyntheticDataset, make_synthetic_dataset
-from hvt.ingest.versions import (
-    DatasetVersion,
-    latest_dataset_version,
-    list_dataset_versions,
-    load_manifest,
-    shard_urls,
-)
+from hvt.lazy import lazy_exports
 
-__all__ = [
-    "DatasetVersion",
-    "ShardConfig",
-    "ShardResult",
-    "ShardingError",
-    "SyntheticDataset",
-    "TranscodeOptions",
-    "latest_dataset_version",
-    "list_dataset_versions",
-    "load_manifest",
-    "make_synthetic_dataset",
-    "shard_dataset",
-    "shard_urls",
-]
+# public name -> submodule; imported on first use (hvt/lazy.py)
+_LAZY_EXPORTS = {
+    "DatasetVersion": "versions",
+    "ShardConfig": "config",
+    "ShardResult": "shard",
+    "ShardingError": "shard",
+    "SyntheticDataset": "synthetic",
+    "TranscodeOptions": "config",
+    "latest_dataset_version": "versions",
+    "list_dataset_versions": "versions",
+    "load_manifest": "versions",
+    "make_synthetic_dataset": "synthetic",
+    "shard_dataset": "shard",
+    "shard_urls": "versions",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

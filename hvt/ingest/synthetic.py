@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import av
 import numpy as np
 
 from hvt import storage
@@ -316,6 +315,8 @@ def encode_h264(clip: np.ndarray, *, fps: int, gop: int = GOP, crf: int = 20) ->
     One encoder thread (x264's threaded lookahead is not deterministic across runs) and the ``bitexact``
     flags (no library version strings or timestamps in the container).
     """
+    import av  # imported where clips are encoded: listing the motion classes needs no codec library
+
     frames, height, width, _ = clip.shape
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:

@@ -9,33 +9,29 @@ See ``zoo.py`` for the variants, ``halting.py`` for the halted-token modes, ``fl
 convention and ``weights.py`` for loading DeiT and released checkpoints, ``pretrained.py`` for fine-tuning init.
 """
 
-from .config import HALTED_TOKEN_MODES, ModelConfig, ModelOutput
-from .flops import flops_summary, model_macs
-from .halting import calibrate_halting_offset
-from .haltingvt import HaltingVT, num_params
-from .pretrained import load_pretrained
-from .weights import LoadReport, WeightsError, load_deit, load_released, load_weights, to_released_state_dict
-from .zoo import PAPER_VARIANTS, create_model, create_model_from_config, get_config, list_models
+from hvt.lazy import lazy_exports
 
-__all__ = [
-    "HALTED_TOKEN_MODES",
-    "PAPER_VARIANTS",
-    "HaltingVT",
-    "LoadReport",
-    "ModelConfig",
-    "ModelOutput",
-    "WeightsError",
-    "calibrate_halting_offset",
-    "create_model",
-    "create_model_from_config",
-    "flops_summary",
-    "get_config",
-    "list_models",
-    "load_deit",
-    "load_pretrained",
-    "load_released",
-    "load_weights",
-    "model_macs",
-    "num_params",
-    "to_released_state_dict",
-]
+# public name -> submodule; imported on first use (hvt/lazy.py)
+_LAZY_EXPORTS = {
+    "HALTED_TOKEN_MODES": "config",
+    "HaltingVT": "haltingvt",
+    "LoadReport": "weights",
+    "ModelConfig": "config",
+    "ModelOutput": "config",
+    "PAPER_VARIANTS": "zoo",
+    "WeightsError": "weights",
+    "calibrate_halting_offset": "halting",
+    "create_model": "zoo",
+    "create_model_from_config": "zoo",
+    "flops_summary": "flops",
+    "get_config": "zoo",
+    "list_models": "zoo",
+    "load_deit": "weights",
+    "load_pretrained": "pretrained",
+    "load_released": "weights",
+    "load_weights": "weights",
+    "model_macs": "flops",
+    "num_params": "haltingvt",
+    "to_released_state_dict": "weights",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)
