@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import time
 import uuid
 from typing import Any
 
@@ -120,6 +121,25 @@ def _stop_quietly(client: Any, job_id: str, logger: Any) -> None:
         logger.warning("could not stop Ray job %s: %s", job_id, err)
 
 
+# A head answers "No available agent to submit job" until its job agent has registered (seconds after
+# `ray start --head`, longer on a loaded machine): that one is worth waiting for, anything else is not.
+_AGENT_NOT_READY = "No available agent to submit job"
+AGENT_WAIT_S = 120.0
+
+
+def _submit_when_agent_ready(client: Any, logger: Any, **job: Any) -> None:
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(**job)
+            return
+        except RuntimeError as err:
+            if _AGENT_NOT_READY not in str(err) or time.monotonic() > deadline:
+                raise
+            logger.info("the Ray head's job agent is not ready yet; retrying the submission")
+            time.sleep(2.0)
+
+
 @task(name="train-on-cluster", cache_policy=NO_CACHE)
 def train_on_cluster(config: TrainConfig, cluster: ClusterSpec) -> dict[str, Any]:
     """Submit train -> evaluate -> register as a Ray job, follow it, return the job's summary."""
@@ -136,7 +156,9 @@ def train_on_cluster(config: TrainConfig, cluster: ClusterSpec) -> dict[str, Any
             f"cannot reach the Ray Jobs API at {cluster.address}: {err}. Is the head started with the "
             "dashboard (`ray start --head --dashboard-host ...`) and the address its dashboard port?"
         ) from err
-    client.submit_job(
+    _submit_when_agent_ready(
+        client,
+        logger,
         entrypoint=build_entrypoint(config, cluster, summary_url),
         submission_id=job_id,
         runtime_env=build_runtime_env(cluster),
