@@ -151,10 +151,3 @@ def probe_video(data: bytes, *, ext: str, min_frames: int, full_decode: bool = T
             duration=round(duration, 6),
             rotation=rotation,
         )
-
-
-def transcode_video(data: bytes, options) -> tuple[bytes, VideoInfo]:  # kept for callers of the old location
-    """See :func:`hvt.ingest.transcode.transcode_video`."""
-    from hvt.ingest.transcode import transcode_video as _transcode
-
-    return _transcode(data, options)

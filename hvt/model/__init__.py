@@ -23,7 +23,7 @@ _LAZY_EXPORTS = {
     "calibrate_halting_offset": "halting",
     "create_model": "zoo",
     "create_model_from_config": "zoo",
-    "flops_summary": "flops",
+    "flops_summary": "zoo",
     "get_config": "zoo",
     "list_models": "zoo",
     "load_deit": "weights",

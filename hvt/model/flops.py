@@ -51,7 +51,8 @@ def head_macs(cfg: ModelConfig) -> float:
     return float(cfg.embed_dim * cfg.num_classes + (2 * cfg.embed_dim if cfg.motion_head else 0))
 
 
-def _geometry(cfg: ModelConfig, num_frames: int | None, img_size: int | None) -> tuple[int, int]:
+def frames_and_patches(cfg: ModelConfig, num_frames: int | None, img_size: int | None) -> tuple[int, int]:
+    """``(frames, patches per frame)`` of a clip for ``cfg``; ``None`` takes the config's own value."""
     t = num_frames or cfg.num_frames
     grid = (img_size or cfg.img_size) // cfg.patch_size
     return t, grid * grid
@@ -65,7 +66,7 @@ def block_macs(
 ) -> list[Any]:
     """Multiply-adds of every block. Joint blocks use ``tokens_per_layer[:, i]`` (per sample, a tensor) when
     given, else all tokens left by the Glimpser (the no-halting bound)."""
-    t, n = _geometry(cfg, num_frames, img_size)
+    t, n = frames_and_patches(cfg, num_frames, img_size)
     hidden = int(cfg.embed_dim * cfg.mlp_ratio)
     out: list[Any] = []
     kept = cfg.kept_per_frame(n)
@@ -90,7 +91,7 @@ def model_macs(
     tokens_per_layer: Tensor | None = None,
 ) -> Any:
     """Multiply-adds of one clip (float), or per sample (``[B]`` float64 tensor) from ``tokens_per_layer``."""
-    t, n = _geometry(cfg, num_frames, img_size)
+    t, n = frames_and_patches(cfg, num_frames, img_size)
     total: Any = patch_embed_macs(t, n, cfg.embed_dim, cfg.patch_size, cfg.in_chans) + head_macs(cfg)
     for m in block_macs(cfg, num_frames, img_size, tokens_per_layer):
         total = total + m
@@ -100,35 +101,3 @@ def model_macs(
 def dense_config(cfg: ModelConfig) -> ModelConfig:
     """The Joint VT of the same backbone: every block joint, no Glimpser, no halting."""
     return cfg.replace(glimpser_depth=0, keep_rate=(), halting=False)
-
-
-def flops_summary(
-    name: str, num_frames: int | None = 8, img_size: int | None = 224, **overrides: Any
-) -> dict[str, Any]:
-    """GFLOPs of a named variant at ``num_frames x img_size^2`` (None = the variant's own default): ``dense_gflops`` (the Joint VT of the same backbone) and
-    ``no_halting_gflops`` (this model with every token that survives the Glimpser going through every block,
-    i.e. the upper bound of what halting can spend), plus a per-block breakdown of the latter."""
-    from .zoo import get_config
-
-    if num_frames is not None:
-        overrides["num_frames"] = num_frames
-    if img_size is not None:
-        overrides["img_size"] = img_size
-    cfg = get_config(name, **overrides)
-    t, n = _geometry(cfg, None, None)
-    kept = cfg.kept_per_frame(n)
-    blocks = block_macs(cfg)
-    return {
-        "name": name,
-        "num_frames": t,
-        "img_size": cfg.img_size,
-        "patches_per_frame": n,
-        "kept_per_frame": kept[-1] if kept else n,
-        "tokens_in": 1 + t * n,
-        "tokens_after_glimpser": 1 + t * (kept[-1] if kept else n),
-        "dense_gflops": model_macs(dense_config(cfg)) / GIGA,
-        "no_halting_gflops": model_macs(cfg) / GIGA,
-        "patch_embed_gflops": patch_embed_macs(t, n, cfg.embed_dim, cfg.patch_size, cfg.in_chans) / GIGA,
-        "block_gflops": [m / GIGA for m in blocks],
-        "head_gflops": head_macs(cfg) / GIGA,
-    }

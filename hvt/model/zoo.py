@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from . import flops
 from .config import ModelConfig
 from .haltingvt import HaltingVT
 
@@ -106,3 +107,33 @@ def create_model_from_config(config: ModelConfig | dict[str, Any]) -> HaltingVT:
     if isinstance(config, dict):
         config = ModelConfig.from_dict(config)
     return HaltingVT(config)
+
+
+def flops_summary(
+    name: str, num_frames: int | None = 8, img_size: int | None = 224, **overrides: Any
+) -> dict[str, Any]:
+    """GFLOPs of a named variant at ``num_frames x img_size^2`` (None = the variant's own default): ``dense_gflops`` (the Joint VT of the same backbone) and
+    ``no_halting_gflops`` (this model with every token that survives the Glimpser going through every block,
+    i.e. the upper bound of what halting can spend), plus a per-block breakdown of the latter."""
+    if num_frames is not None:
+        overrides["num_frames"] = num_frames
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    cfg = get_config(name, **overrides)
+    t, n = flops.frames_and_patches(cfg, None, None)
+    kept = cfg.kept_per_frame(n)
+    blocks = flops.block_macs(cfg)
+    return {
+        "name": name,
+        "num_frames": t,
+        "img_size": cfg.img_size,
+        "patches_per_frame": n,
+        "kept_per_frame": kept[-1] if kept else n,
+        "tokens_in": 1 + t * n,
+        "tokens_after_glimpser": 1 + t * (kept[-1] if kept else n),
+        "dense_gflops": flops.model_macs(flops.dense_config(cfg)) / flops.GIGA,
+        "no_halting_gflops": flops.model_macs(cfg) / flops.GIGA,
+        "patch_embed_gflops": flops.patch_embed_macs(t, n, cfg.embed_dim, cfg.patch_size, cfg.in_chans) / flops.GIGA,
+        "block_gflops": [m / flops.GIGA for m in blocks],
+        "head_gflops": flops.head_macs(cfg) / flops.GIGA,
+    }
