@@ -108,6 +108,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from hvt import storage
     from hvt.commands.train import _parse_override
     from hvt.errors import InputError
     from hvt.imports import import_checkpoint
