@@ -44,8 +44,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hvt.config import ModelSpec, OptimConfig, TrainConfig  # noqa: E402
-from hvt.data import DataConfig, normalize_clips  # noqa: E402
+from hvt.data import DataConfig  # noqa: E402
 from hvt.data.decode import DecodeClips  # noqa: E402
+from hvt.evaluation.evaluate import evaluate_batches  # noqa: E402
+from hvt.evaluation.evaluator import Evaluator  # noqa: E402
 from hvt.evaluation.metrics import ClipMetrics  # noqa: E402
 from hvt.ingest.synthetic import make_synthetic_dataset  # noqa: E402
 from hvt.model import create_model  # noqa: E402
@@ -131,16 +133,14 @@ def epoch_batches(views: dict, order: np.ndarray, batch_size: int, with_static: 
         yield batch
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, val: dict, num_classes: int, device: torch.device) -> dict:
-    model.eval()
+    """Val metrics with the project's one evaluator (same precision and view averaging as `hvt evaluate`)."""
     metrics = ClipMetrics(num_classes, device=device)
-    metrics.count_decode_failures(0)  # every val clip decoded (decode_views checked)
-    for start in range(0, len(val["label"]), 32):
-        x = normalize_clips(torch.from_numpy(val["clip"][start:start + 32]).to(device))
-        y = torch.from_numpy(val["label"][start:start + 32]).to(device)
-        out = model(x)
-        metrics.update(out.logits, y, out.gflops)
+    batches = ({"clip": torch.from_numpy(val["clip"][start:start + 32]),
+                "label": torch.from_numpy(val["label"][start:start + 32]),
+                "decode_ok": torch.from_numpy(val["decode_ok"][start:start + 32])}
+               for start in range(0, len(val["label"]), 32))
+    evaluate_batches(Evaluator(model, device), batches, metrics)
     model.train()
     return metrics.compute()
 

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from hvt import registry, storage
-from hvt.data import DataConfig, VideoDecodeError, load_clip_from_path, normalize_clips
+from hvt.data import DataConfig, VideoDecodeError, load_clip_from_path
 from hvt.errors import InputError
 from hvt.evaluation.evaluate import model_from_state
+from hvt.evaluation.evaluator import Evaluator
 from hvt.model import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -143,15 +144,14 @@ def load_model(ref: str = registry.CHAMPION, *, store: str | None = None, regist
     return LoadedModel(network, classes, data_config, name, version, source)
 
 
-@torch.no_grad()
-def predict_clip(loaded: LoadedModel, clip: np.ndarray) -> tuple[torch.Tensor, float]:
-    """Class probabilities ``[num_classes]`` (mean over views) and the GFLOPs spent on all views of one clip.
+def predict_clip(loaded: LoadedModel, clip: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
+    """Class probabilities ``[num_classes]`` (mean over views) and the GFLOPs spent on all views of one clip,
+    with the one evaluator (``hvt.evaluation.evaluator``).
 
     ``clip``: uint8 ``[T, H, W, 3]`` or ``[V, T, H, W, 3]`` (several temporal clips / crops)."""
     views = clip if clip.ndim == 5 else clip[None]  # [V, T, H, W, 3]
-    out = loaded.network(normalize_clips(torch.from_numpy(np.ascontiguousarray(views))))
-    probs = out.logits.float().softmax(-1).mean(0)  # [C]
-    return probs, float(out.gflops.float().sum())
+    scores = Evaluator(loaded.network, device).score(torch.from_numpy(np.ascontiguousarray(views))[None])
+    return scores.probs[0].cpu(), float(scores.gflops[0])
 
 
 def _quiet_ffmpeg() -> None:

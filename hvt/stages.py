@@ -24,6 +24,7 @@ from hvt.data import DataConfig
 from hvt.evaluation import plots
 from hvt.evaluation.distributed import evaluate_distributed
 from hvt.evaluation.evaluate import evaluate_model, halting_depths, model_from_state, read_clips
+from hvt.evaluation.evaluator import select_device, with_views
 from hvt.evaluation.report import render_report
 from hvt.model import ModelConfig
 from hvt.model.flops import GIGA, dense_config, model_macs
@@ -73,21 +74,27 @@ def run_evaluation(
     num_classes: int,
     batch_size: int,
     scaling: ScalingSpec | None,
+    on_workers: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint state on a split: on ``scaling.num_workers`` Ray Train workers (torchmetrics synced
-    over DDP) when that is more than one, else in this process. Ray must be running."""
-    if scaling is not None and scaling.num_workers > 1:
+    """Evaluate a checkpoint state on a split (``data_config``'s test views): on ``scaling.num_workers`` Ray Train
+    workers (torchmetrics synced over DDP, one GPU each with ``scaling.use_gpu``) when that is more than one or
+    ``on_workers``, else in this process on ``select_device(scaling.use_gpu)``. Ray must be running."""
+    if scaling is not None and (scaling.num_workers > 1 or on_workers):
         return evaluate_distributed(state, dataset_path, split, data_config, num_classes=num_classes,
                                     scaling=scaling, batch_size=batch_size)
+    device = select_device(scaling is not None and scaling.use_gpu)
     return evaluate_model(model_from_state(state), dataset_path, split, data_config, num_classes=num_classes,
-                          batch_size=batch_size)
+                          batch_size=batch_size, device=device)
 
 
 def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate the run's best checkpoint on the val split; return (metrics, checkpoint state)."""
     state = load_run_checkpoint(result)
-    raw = run_evaluation(state, result.dataset.path, EVAL_SPLIT, cfg.data, num_classes=len(result.dataset.classes),
-                         batch_size=cfg.optim.batch_size, scaling=cfg.scaling)
+    # a GPU run's GPUs may be on the Ray workers only: evaluate there when this process has none
+    on_workers = cfg.scaling.use_gpu and not torch.cuda.is_available()
+    raw = run_evaluation(state, result.dataset.path, EVAL_SPLIT, with_views(cfg.data, cfg.val_views),
+                         num_classes=len(result.dataset.classes), batch_size=cfg.optim.batch_size,
+                         scaling=cfg.scaling, on_workers=on_workers)
     metrics = {
         "val_top1": raw.get("top1", 0.0),
         "val_top5": raw.get("top5", 0.0),
@@ -265,9 +272,11 @@ def evaluate_registered(
     batch_size: int = 16,
     ray_address: str | None = None,
     scaling: ScalingSpec | None = None,
+    views: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a registry version (sha256-verified) on a dataset split; same metrics as after training, on
-    ``scaling.num_workers`` Ray Train workers when given and more than one.
+    ``scaling.num_workers`` Ray Train workers when given and more than one. ``views`` (``CLIPSxCROPS``, e.g.
+    ``4x3``): the test views per video (default: the version's data config), scores averaged over them.
 
     The checkpoint is verified and the dataset resolved before Ray starts (``ray_address``: None = a local Ray,
     unless one is running in this process already), so a refused checkpoint costs no cluster."""
@@ -276,6 +285,9 @@ def evaluate_registered(
 
     version = registry.get_version(store, model_name, ref)
     payload = registry.load_checkpoint(version)
+    data_config = with_views(DataConfig.model_validate(payload["data_config"]), views)
+    if scaling is not None and scaling.use_gpu and scaling.num_workers == 1:
+        select_device(True)  # refuse --gpu where there is no GPU before anything starts
     dataset = resolve_dataset(store, dataset_name, dataset_version)
     if list(payload["classes"]) != dataset.classes:
         raise registry.RegistryError(
@@ -283,8 +295,8 @@ def evaluate_registered(
             f"{dataset.version}'s; evaluate it on a dataset with the same class list"
         )
     ensure_ray(ray_address)
-    raw = run_evaluation(payload, dataset.path, split, DataConfig.model_validate(payload["data_config"]),
-                         num_classes=len(dataset.classes), batch_size=batch_size, scaling=scaling)
+    raw = run_evaluation(payload, dataset.path, split, data_config, num_classes=len(dataset.classes),
+                         batch_size=batch_size, scaling=scaling)
     return {
         "model": model_name,
         "version": version.version,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
 
 from hvt import storage
 from hvt.config import ScalingSpec
@@ -24,7 +25,8 @@ def _metrics_markdown(metrics: dict[str, Any], split: str) -> str:
         f"| top-1 | {metrics[f'{split}_top1']:.4f} |",
         f"| top-5 | {metrics[f'{split}_top5']:.4f} |",
     ]
-    for key in ("gflops_mean", "gflops_p50", "gflops_p90", "gflops_p99", "clips", "clips_per_s", "eval_workers",
+    for key in ("gflops_mean", "views", "gflops_per_view_mean", "gflops_per_video_mean", "gflops_p50", "gflops_p90",
+                "gflops_p99", "clips", "clips_per_s", "eval_workers",
                 "decode_failures"):
         if key in metrics:
             value = metrics[key]
@@ -44,11 +46,14 @@ def evaluate_haltingvt(
     ray_address: str | None = None,
     credentials_block: str | None = None,
     scaling: ScalingSpec | None = None,
+    views: Annotated[str | None, Field(pattern=r"^[1-9]\d*x[13]$")] = None,
 ) -> dict[str, Any]:
     """Evaluate registry version ``ref`` (vN, latest or an alias) of ``model``; sha256-verified before loading.
 
     ``store``: None = $HVT_STORE, else ./hvt-store. ``ray_address``: None = a local Ray. ``scaling``: None or
     one worker = evaluate in the flow's process; more workers = Ray Train workers on shares of the split.
+    ``views``: test views per video as ``CLIPSxCROPS`` (e.g. ``4x3``), scores averaged over them; None = the
+    version's data config.
     """
     logger = get_run_logger()
     apply_store_credentials(credentials_block)
@@ -63,6 +68,7 @@ def evaluate_haltingvt(
         split=split,
         batch_size=batch_size,
         scaling=scaling,
+        views=views,
     )
     create_markdown_artifact(
         key=f"evaluation-{_artifact_key(model)}",

@@ -18,8 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="Ray Train workers; more than 1 evaluates shares of the split in parallel (DDP)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--gpu", action="store_true", help="evaluate on the GPU (one per worker), bf16 autocast")
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
+    parser.add_argument("--views", default=None, metavar="CLIPSxCROPS",
+                        help="test views per video, e.g. 4x3 (clips x crops, crops 1 or 3); scores averaged over "
+                             "them (default: the model's data config, usually 1x1)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run)
 
@@ -27,10 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hvt import storage
     from hvt.config import ScalingSpec
+    from hvt.errors import InputError
+    from hvt.evaluation.evaluator import parse_views
     from hvt.stages import evaluate_registered
 
     if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: give at least 1")
+        raise InputError(f"--workers {args.workers}: give at least 1")
+    if args.views is not None:
+        try:
+            parse_views(args.views)
+        except ValueError as err:
+            raise InputError(f"--views {err}") from err
     scaling = ScalingSpec(num_workers=args.workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu)
 
     metrics = evaluate_registered(
@@ -43,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         ray_address=args.ray_address,
         scaling=scaling,
+        views=args.views,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -51,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{metrics['model']} {metrics['version']} on {metrics['eval_set']}: "
             f"top-1 {metrics[f'{split}_top1']:.3f}, top-5 {metrics[f'{split}_top5']:.3f}, "
-            f"{metrics.get('gflops_mean', 0.0):.4f} GFLOPs/clip (p90 {metrics.get('gflops_p90', 0.0):.4f}) over "
-            f"{metrics.get('clips', 0)} clips on {metrics.get('eval_workers', 1)} worker(s)"
+            f"{metrics.get('gflops_per_video_mean', 0.0):.4f} GFLOPs/video (p90 {metrics.get('gflops_p90', 0.0):.4f}; "
+            f"{metrics.get('views', 1)} views of {metrics.get('gflops_per_view_mean', 0.0):.4f}) over "
+            f"{metrics.get('clips', 0)} videos on {metrics.get('eval_workers', 1)} worker(s)"
         )
     return 0

@@ -27,6 +27,7 @@ from ray.train.torch import TorchTrainer
 from hvt.config import ScalingSpec
 from hvt.data import DataConfig, build_clip_dataset, resolve_shard_urls
 from hvt.evaluation.evaluate import SpendAccumulator, evaluate_batches, model_from_state
+from hvt.evaluation.evaluator import Evaluator
 from hvt.evaluation.metrics import ClipMetrics
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ def _gather_spend(spend: SpendAccumulator) -> SpendAccumulator:
 
 def _eval_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     state = ray.get(loop_config["state_ref"])
-    device = ray.train.torch.get_device()
-    model = model_from_state(state).to(device)
+    device = ray.train.torch.get_device()  # the worker's GPU with use_gpu, else the CPU
+    evaluator = Evaluator(model_from_state(state), device, max_clips=int(loop_config["batch_size"]))
     metrics, spend = ClipMetrics(int(loop_config["num_classes"]), device=device), SpendAccumulator()
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -60,7 +61,7 @@ def _eval_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         dataset = build_clip_dataset(my_shards, loop_config["split"], data_config, training=False)
         batches = dataset.select_columns(EVAL_COLUMNS).iter_torch_batches(
             batch_size=int(loop_config["batch_size"]), drop_last=False)
-        evaluate_batches(model, batches, metrics, spend, device)
+        evaluate_batches(evaluator, batches, metrics, spend)
     result: dict[str, Any] = dict(metrics.compute())  # torchmetrics all-reduces over the workers
     seconds = torch.tensor([time.perf_counter() - started], dtype=torch.float64)
     if dist.is_available() and dist.is_initialized():

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from hvt import storage
-from hvt.data import DataConfig, build_clip_dataset, normalize_clips
+from hvt.data import DataConfig, build_clip_dataset
+from hvt.evaluation.evaluator import Evaluator, VideoScores
 from hvt.evaluation.metrics import ClipMetrics
 from hvt.model import ModelConfig, create_model_from_config
 
@@ -42,54 +43,59 @@ class SpendAccumulator:
         self.gflops: list[float] = []
         self.tokens_per_layer: torch.Tensor | None = None
         self.depth_hist: torch.Tensor | None = None
+        self.views_seen = 0
 
-    def update(self, out: Any) -> None:
-        self.gflops.extend(float(v) for v in out.gflops.detach().float().cpu().tolist())
-        layer_tokens = out.tokens_per_layer.detach().float().sum(0).cpu()
+    def update(self, scores: VideoScores) -> None:
+        """One batch of videos: GFLOPs per video (all views), tokens per layer and halting depths of every view."""
+        self.gflops.extend(float(v) for v in scores.gflops.detach().float().cpu().tolist())
+        self.views_seen += int(scores.view_gflops.numel())
+        layer_tokens = scores.tokens_per_layer.detach().float().sum(0).cpu()
         self.tokens_per_layer = layer_tokens if self.tokens_per_layer is None else self.tokens_per_layer + layer_tokens
-        depths = out.halting_depth.detach().flatten().cpu()
+        depths = scores.halting_depth.detach().flatten().cpu()
         depths = depths[depths > 0].long()
         counts = torch.bincount(depths, minlength=len(layer_tokens) + 1).float()
         self.depth_hist = counts if self.depth_hist is None else self.depth_hist + counts[: len(self.depth_hist)]
 
     def merge(self, other: SpendAccumulator) -> None:
         self.gflops.extend(other.gflops)
+        self.views_seen += other.views_seen
         for name in ("tokens_per_layer", "depth_hist"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if theirs is not None:
                 setattr(self, name, theirs.clone() if mine is None else mine + theirs)
 
     def summary(self) -> dict[str, Any]:
-        """GFLOPs percentiles (as spent, per clip), mean tokens per layer and the halting-depth histogram."""
+        """GFLOPs percentiles (as spent, per video), mean tokens per layer (per view) and the halting-depth
+        histogram (all views)."""
         result: dict[str, Any] = {}
         if self.gflops:
             values = np.asarray(self.gflops)
             for q in GFLOPS_PERCENTILES:
                 result[f"gflops_p{q}"] = float(np.percentile(values, q))
             result["gflops_min"], result["gflops_max"] = float(values.min()), float(values.max())
-        if self.tokens_per_layer is not None and self.gflops:
-            result["tokens_per_layer"] = [float(v) for v in (self.tokens_per_layer / len(self.gflops)).tolist()]
+        if self.tokens_per_layer is not None and self.views_seen:
+            result["tokens_per_layer"] = [float(v) for v in (self.tokens_per_layer / self.views_seen).tolist()]
         if self.depth_hist is not None:
             result["halting_depth_histogram"] = [int(v) for v in self.depth_hist.tolist()]
         return result
 
 
-@torch.no_grad()
 def evaluate_batches(
-    model: torch.nn.Module, batches: Any, metrics: ClipMetrics, spend: SpendAccumulator, device: torch.device
+    evaluator: Evaluator, batches: Any, metrics: ClipMetrics, spend: SpendAccumulator | None = None
 ) -> int:
-    """Run ``model`` over batches with ``clip``/``label``/``decode_ok`` columns; returns the clips seen."""
-    model.eval()
+    """Score batches with ``clip`` (one or several views per video), ``label`` and ``decode_ok`` columns;
+    videos that failed to decode are counted, not scored. Returns the videos scored."""
     seen = 0
     for batch in batches:
         ok = batch["decode_ok"].bool()
         metrics.count_decode_failures(int((~ok).sum()))
         if not ok.any():
             continue
-        x = normalize_clips(batch["clip"][ok].to(device))
-        out = model(x)
-        metrics.update(out.logits, batch["label"][ok].long().to(device), out.gflops)
-        spend.update(out)
+        scores = evaluator.score(batch["clip"][ok])
+        labels = batch["label"][ok].long().to(evaluator.device)
+        metrics.update(scores.probs, labels, scores.gflops, scores.view_gflops, scores.views)
+        if spend is not None:
+            spend.update(scores)
         seen += int(ok.sum())
     return seen
 
@@ -102,16 +108,17 @@ def evaluate_model(
     *,
     num_classes: int,
     batch_size: int = 16,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """In this process: top-1/top-5, per-class accuracy, GFLOPs per clip (mean and percentiles), tokens per
-    layer, the halting-depth histogram and clips/s. Ray Data decodes; see ``evaluate_distributed`` for DDP
-    workers."""
+    """In this process, on ``device`` (see ``evaluator.select_device``): top-1/top-5, per-class accuracy, GFLOPs
+    per video (mean and percentiles) and per view, tokens per layer, the halting-depth histogram and clips/s over
+    ``data_config``'s test views. Ray Data decodes; see ``evaluate_distributed`` for DDP workers."""
     dataset = build_clip_dataset(dataset_path, split, data_config, training=False)
     dataset = dataset.select_columns(["clip", "label", "decode_ok"])
-    metrics, spend = ClipMetrics(num_classes), SpendAccumulator()
+    evaluator = Evaluator(model, device, max_clips=batch_size)
+    metrics, spend = ClipMetrics(num_classes, device=evaluator.device), SpendAccumulator()
     started = time.perf_counter()
-    evaluate_batches(model, dataset.iter_torch_batches(batch_size=batch_size, drop_last=False), metrics, spend,
-                     torch.device("cpu"))
+    evaluate_batches(evaluator, dataset.iter_torch_batches(batch_size=batch_size, drop_last=False), metrics, spend)
     seconds = time.perf_counter() - started
     result: dict[str, Any] = dict(metrics.compute())
     result["clips_per_s"] = int(result.get("clips", 0)) / max(seconds, 1e-9)
@@ -159,9 +166,7 @@ def read_clips(
     return (picked + spare)[:count]
 
 
-@torch.no_grad()
 def halting_depths(model: torch.nn.Module, clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` on uint8 clips ``[B, T, H, W, 3]``; return (``halting_depth`` ``[B, T, Hp, Wp]``, logits)."""
-    model.eval()
-    out = model(normalize_clips(torch.from_numpy(np.ascontiguousarray(clips))))
-    return out.halting_depth, out.logits
+    """Run ``model`` on uint8 clips ``[B, T, H, W, 3]``; return (``halting_depth`` ``[B, T, Hp, Wp]``, probs)."""
+    scores = Evaluator(model).score(torch.from_numpy(np.ascontiguousarray(clips)))
+    return scores.halting_depth, scores.probs

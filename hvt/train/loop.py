@@ -16,7 +16,6 @@ import random
 import tempfile
 import time
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,8 @@ import torch.nn.functional as F
 
 from hvt.config import TrainConfig
 from hvt.data import normalize_clips
+from hvt.evaluation.evaluate import evaluate_batches
+from hvt.evaluation.evaluator import Evaluator, autocast
 from hvt.evaluation.metrics import ClipMetrics
 from hvt.model import create_model, load_pretrained
 from hvt.train.schedule import build_scheduler
@@ -39,9 +40,7 @@ BATCH_COLUMNS = ("clip", "label", "decode_ok")
 
 
 def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+    return autocast(device)  # one precision rule for training and evaluation (hvt.evaluation.evaluator)
 
 
 def seed_everything(seed: int) -> None:
@@ -180,20 +179,13 @@ def train_one_epoch(
     return stats
 
 
-@torch.no_grad()
 def validate(model: torch.nn.Module, shard: Any, cfg: TrainConfig, num_classes: int, device: torch.device):
-    """Metrics over this worker's share of the val split; ``compute`` gathers every worker's share."""
-    model.eval()
+    """Metrics over this worker's share of the val split (its test views, ``cfg.val_views``) with the one
+    evaluator; ``compute`` gathers every worker's share."""
     metrics = ClipMetrics(num_classes, device=device)
-    batches = shard.iter_torch_batches(batch_size=cfg.optim.batch_size * 2, drop_last=False)
-    for batch in batches:
-        x, y, _, n_real, n_failed = _split_batch(batch, device, with_static=False)
-        metrics.count_decode_failures(n_failed)
-        if n_real == 0:
-            continue
-        with _autocast(device):
-            out = model(x)
-        metrics.update(out.logits, y, out.gflops)
+    batch_size = cfg.optim.batch_size * 2
+    batches = shard.iter_torch_batches(batch_size=batch_size, drop_last=False)
+    evaluate_batches(Evaluator(unwrap(model), device, max_clips=batch_size), batches, metrics)
     model.train()
     return metrics.compute()
 

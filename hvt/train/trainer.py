@@ -19,6 +19,7 @@ from ray.train.torch import TorchTrainer
 from hvt import storage
 from hvt.config import TrainConfig
 from hvt.data import build_clip_dataset
+from hvt.evaluation.evaluator import with_views
 from hvt.ingest import latest_dataset_version
 from hvt.train.loop import BATCH_COLUMNS, train_loop_per_worker
 from hvt.train.ray_env import ensure_ray
@@ -90,7 +91,7 @@ def _run_storage(store: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
 def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, str]:
     """A TorchTrainer for ``cfg`` on ``dataset``; also returns the run name."""
     train_ds = build_clip_dataset(dataset.path, "train", cfg.data, training=True)
-    val_ds = build_clip_dataset(dataset.path, "val", cfg.data, training=False)
+    val_ds = build_clip_dataset(dataset.path, "val", with_views(cfg.data, cfg.val_views), training=False)
     train_columns = list(BATCH_COLUMNS) + (["static_clip"] if cfg.data.static_clips else [])
     train_ds = train_ds.select_columns(train_columns)
     val_ds = val_ds.select_columns(list(BATCH_COLUMNS))
