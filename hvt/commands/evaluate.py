@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             parse_views(args.views)
         except ValueError as err:
-            raise InputError(f"--views {err}") from err
+            raise InputError(f"--{err}") from err  # "--views '4x2': ..."
     scaling = ScalingSpec(num_workers=args.workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu)
 
     metrics = evaluate_registered(
