@@ -3,6 +3,8 @@
     hvt registry import haltingvt-minik-g05 --weights https://.../best.pth --variant haltingvt-s-g05-b20 \\
         --classes minik_classes.txt
 
+A released mmaction2 checkpoint as published (``state_dict`` plus pickled ``meta`` / ``message_hub``) is read
+tensors-only: nothing else it pickles is imported or run (``hvt.model.weights.load_checkpoint_bytes``).
 The weights are loaded strictly into ``create_model(variant, **overrides)`` (released mmaction2 layout or this
 project's own), in ``official`` halted-token mode unless an override says otherwise: the released weights were
 trained with halted tokens zeroed but still attended, and another mode changes their outputs (measured in
@@ -111,7 +113,7 @@ def import_checkpoint(
     the variant (every missing / unexpected / mis-shaped key listed), ``ValueError`` for an unknown variant.
     """
     from hvt.model import WeightsError, create_model, load_weights
-    from hvt.model.weights import detect_kind, read_state_dict
+    from hvt.model.weights import detect_kind, load_checkpoint_bytes, read_state_dict
     from hvt.stages import code_version
 
     overrides = dict(overrides or {})
@@ -119,16 +121,10 @@ def import_checkpoint(
     data = fetch_bytes(weights)
     sha = hashlib.sha256(data).hexdigest()
     try:
-        sd = read_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+        sd = read_state_dict(load_checkpoint_bytes(data, weights))
         kind = detect_kind(sd)
     except WeightsError as err:
         raise WeightsError(f"--weights {weights}: {err}") from err
-    except Exception as err:  # torch raises UnpicklingError / RuntimeError / EOFError for what it will not load
-        raise WeightsError(
-            f"--weights {weights} cannot be read with torch.load(weights_only=True) ({type(err).__name__}); if it "
-            "pickles more than tensors (an mmaction2 checkpoint with 'meta'), re-save only its state dict: "
-            "torch.save(torch.load(path)['state_dict'], new_path), in a trusted environment"
-        ) from err
     if kind == "deit":
         raise WeightsError(f"--weights {weights} is an image ViT (DeiT/timm); fine-tune it with `hvt train "
                            "--pretrained` instead of importing it")

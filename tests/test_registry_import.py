@@ -94,3 +94,38 @@ def test_import_in_remove_mode_warns_and_bad_weights_are_clear_errors(tmp_path, 
     code = main(["registry", "import", "nano", "--weights", str(tmp_path / "missing.pth"), "--variant", NANO,
                  "--store", store])
     assert code == 2 and "missing.pth" in capsys.readouterr().err
+
+
+CALLED: list[str] = []
+
+
+def _record_call(tag: str) -> None:
+    CALLED.append(tag)
+
+
+class _PickledHook:
+    """An object whose unpickling would call code (as mmengine's HistoryBuffer or any class in 'meta' could)."""
+
+    def __reduce__(self):
+        return (_record_call, ("unpickled",))
+
+
+def test_released_checkpoint_with_pickled_meta_loads_tensors_only(tmp_path, caplog):
+    """mmaction2 checkpoints pickle more than tensors ('meta', 'message_hub', numpy values): their tensors are
+    read without importing or calling anything else."""
+    import numpy as np
+
+    store = str(tmp_path / "store")
+    source = create_model(NANO, num_classes=6, halted_token_mode="official")
+    weights = tmp_path / "epoch_20.pth"
+    torch.save({"meta": {"hook": _PickledHook(), "seed": np.int64(3), "dataset_meta": {"classes": ("a",)}},
+                "state_dict": to_released_state_dict(source), "message_hub": [_PickledHook()]}, weights)
+    with pytest.raises(Exception):  # noqa: B017 - what torch raises for non-allow-listed globals varies
+        torch.load(weights, weights_only=True)
+    with caplog.at_level(logging.INFO):
+        assert main(["registry", "import", "nano", "--weights", str(weights), "--variant", NANO, "--store", store]) == 0
+    assert CALLED == []  # nothing from the pickle ran
+    assert "ignored pickled objects" in caplog.text and "_record_call" in caplog.text  # named, never called
+    payload = registry.load_checkpoint(registry.get_version(store, "nano", "v1"))
+    for key, value in source.state_dict().items():
+        assert torch.equal(payload["model"][key], value), key

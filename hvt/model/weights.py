@@ -1,7 +1,8 @@
 """Loading weights: DeiT / timm ViT image checkpoints (the paper's init), released HaltingVT checkpoints
 (mmaction2 state dicts) and our own state dicts, from a local path, an http(s) URL or an in-memory mapping.
 
-Everything goes through ``torch.load(..., weights_only=True)``: no pickled code is ever run. Key mismatches raise
+Everything goes through ``torch.load(..., weights_only=True)`` (or, for checkpoints that also pickle other
+objects, a loader that replaces every non-tensor class by an inert placeholder): no pickled code is ever run. Key mismatches raise
 :class:`WeightsError` listing the missing and unexpected keys (and shape mismatches).
 
 Image init (``kind="deit"``), as the paper / released code: every block takes the ViT block of the same index;
@@ -14,6 +15,8 @@ head keeps its random init. A position table of another grid size is resized (bi
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import pickle
 from collections.abc import Mapping
@@ -26,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 KINDS = ("auto", "deit", "released", "native")
+
+log = logging.getLogger(__name__)
 
 
 class WeightsError(ValueError):
@@ -71,25 +76,107 @@ def unwrap_state_dict(obj: Any) -> dict[str, Tensor]:
     return out
 
 
+class _Inert:
+    """Stands for any object of a class outside the tensor allow-list: built from nothing, its state dropped."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+
+def load_tensors_only(data: bytes) -> tuple[Any, list[str]]:
+    """``torch.load`` a checkpoint that also pickles other objects (an mmaction2 / mmengine checkpoint's ``meta``,
+    ``message_hub``, optimizer, numpy values) without running any of their code.
+
+    Globals on torch's ``weights_only`` allow-list (tensors, storages, dtypes, ``OrderedDict``...) load as
+    usual; every other global the pickle names becomes an inert placeholder (:class:`_Inert`) whose constructor
+    and state are ignored, so nothing outside the allow-list is imported or called. Returns the loaded object and
+    the sorted names that were replaced."""
+    import types
+
+    from torch import _weights_only_unpickler
+
+    allowed = _weights_only_unpickler._get_allowed_globals()
+    replaced: set[str] = set()
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            key = f"{module}.{name}"
+            if key in allowed:
+                return allowed[key]
+            replaced.add(key)
+            return _Inert
+
+    module = types.ModuleType("hvt_tensors_only_pickle")
+    module.Unpickler = Unpickler  # type: ignore[attr-defined]
+    module.load = lambda f, **kw: Unpickler(f, **kw).load()  # type: ignore[attr-defined]
+    module.__dict__.update({k: getattr(pickle, k) for k in ("HIGHEST_PROTOCOL", "UnpicklingError")})
+    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=module)
+    return obj, sorted(replaced)
+
+
+def load_checkpoint_bytes(data: bytes, name: str) -> Any:
+    """``torch.load(weights_only=True)`` of ``data``; a checkpoint that pickles more than tensors (e.g. the
+    released mmaction2 ones, with ``meta``) falls back to :func:`load_tensors_only` with a log line naming what
+    was ignored. Raises ``WeightsError`` naming ``name`` when the bytes are not a torch checkpoint at all."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    except Exception as exc:  # not a zip / pickle at all
+        raise WeightsError(f"{name} is not a torch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    try:
+        obj, replaced = load_tensors_only(data)
+    except Exception as exc:
+        raise WeightsError(f"{name} cannot be read as a torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    log.info("%s: read its tensors only; ignored pickled objects of %d other types (%s)", name, len(replaced),
+             ", ".join(replaced[:8]) + (", ..." if len(replaced) > 8 else ""))
+    return obj
+
+
 def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, Tensor]:
-    """Read a state dict from a path, an http(s) URL (cached by ``torch.hub``) or a mapping."""
+    """Read a state dict from a path, an fsspec or http(s) URL (cached by ``torch.hub``), or a mapping.
+
+    Never runs pickled code: see :func:`load_checkpoint_bytes`."""
     if isinstance(source, Mapping):
         return unwrap_state_dict(source)
     src = str(source)
-    try:
-        if src.startswith(("http://", "https://")):
-            obj = torch.hub.load_state_dict_from_url(src, map_location="cpu", weights_only=True, progress=False)
-        else:
-            path = Path(src).expanduser()
-            if not path.is_file():
-                raise WeightsError(f"weights file not found: {path}")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"{src} cannot be read with torch.load(weights_only=True) (it pickles more than tensors: {exc}). "
-            "Re-save only its state dict (torch.save(ckpt['state_dict'], path)) in a trusted environment."
-        ) from exc
-    return unwrap_state_dict(obj)
+    if src.startswith(("http://", "https://")):
+        from urllib.parse import urlparse
+
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        cache.mkdir(parents=True, exist_ok=True)
+        path = cache / (os.path.basename(urlparse(src).path) or "download.pth")
+        if not path.is_file():
+            try:
+                torch.hub.download_url_to_file(src, str(path), progress=False)
+            except Exception as exc:  # URLError, HTTPError, OSError
+                raise WeightsError(f"cannot download {src} ({type(exc).__name__}: {exc})") from exc
+        data = path.read_bytes()
+    elif "://" in src:
+        from hvt import storage
+
+        try:
+            data = storage.read_bytes(src)
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"cannot read weights {src} ({type(exc).__name__}: {exc})") from exc
+    else:
+        path = Path(src).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+        data = path.read_bytes()
+    return unwrap_state_dict(load_checkpoint_bytes(data, src))
 
 
 def detect_kind(sd: Mapping[str, Tensor]) -> str:
