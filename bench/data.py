@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -75,29 +74,17 @@ def synthetic_clip(path: Path, seed: int, seconds: float = 10.0, fps: int = 30, 
 
 
 def transcode(src: Path, dst: Path, short_side: int = 256, keyframe_every: int = 8) -> None:
-    """Re-encode as the shard writer's optional transcode would: smaller, dense keyframes, video only."""
-    import av
+    """Re-encode exactly as the shard writer does (``hvt.ingest.transcode``), and refuse output that the training
+    decoder would not read frame-exactly (the shard-time check against the sequential PyAV reference)."""
+    from hvt.ingest.config import TranscodeOptions
+    from hvt.ingest.framecheck import check_training_decode
+    from hvt.ingest.transcode import transcode_video
 
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        w, h = vin.codec_context.width, vin.codec_context.height
-        scale = short_side / min(w, h)
-        ow, oh = (round(w * scale) // 2 * 2, round(h * scale) // 2 * 2)
-        rate = vin.average_rate or Fraction(30)
-        vout = out.add_stream("libx264", rate=rate)
-        vout.width, vout.height, vout.pix_fmt = ow, oh, "yuv420p"
-        vout.options = {"preset": "veryfast", "crf": "23", "g": str(keyframe_every),
-                        "x264-params": f"keyint={keyframe_every}:min-keyint={keyframe_every}:scenecut=0"}  # fmt: skip
-        for i, frame in enumerate(inp.decode(vin)):
-            frame = frame.reformat(width=ow, height=oh, format="yuv420p")
-            frame.pts, frame.time_base = (
-                i,
-                1 / Fraction(rate),
-            )  # constant frame rate, like the source's average
-            for packet in vout.encode(frame):
-                out.mux(packet)
-        for packet in vout.encode():
-            out.mux(packet)
+    data, info = transcode_video(src.read_bytes(), TranscodeOptions(short_side=short_side, keyint=keyframe_every))
+    verdict = check_training_decode(data, codec=info.codec, num_checks=8, tolerance=1.0)
+    if not verdict.ok:
+        sys.exit(f"transcoded {src.name} is not frame-exact: {verdict.detail}")
+    dst.write_bytes(data)
 
 
 def clip_sets(quick: bool) -> dict[str, list[Path]]:
@@ -114,7 +101,7 @@ def clip_sets(quick: bool) -> dict[str, list[Path]]:
         synth.append(path)
     sets = {"real-orig": real, "synth-orig": synth}
     for name, paths in list(sets.items()):
-        tc_dir = OUT / name.replace("orig", "tc")
+        tc_dir = OUT / (name.replace("orig", "tc") + "-checked")  # not a transcode cached by an older bench
         tc_dir.mkdir(parents=True, exist_ok=True)
         tcs = []
         for p in paths:

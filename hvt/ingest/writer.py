@@ -165,6 +165,10 @@ def _prepare_sample(entry: dict, task: ShardTask) -> tuple[bytes, dict]:
         first, end = (cut.first_frame, cut.end_frame) if cut is not None else (0, None)
         data, _ = transcode_video(data, TranscodeOptions(**task.transcode), first_frame=first, end_frame=end)
         info = probe_video(data, ext="mp4", min_frames=1)  # the reference of what is stored
+        options = TranscodeOptions(**task.transcode)
+        expected = (end if end is not None else source_info.num_frames) - first
+        if options.max_fps is None and task.full_decode and info.num_frames != expected:
+            raise Quarantined(reasons.TRANSCODE_FAILED, f"re-encoding kept {info.num_frames} of {expected} frames")
         if info.num_frames < task.min_frames:
             raise Quarantined(reasons.TOO_SHORT, f"{info.num_frames} frames after transcoding "
                               f"(fewer than min_frames={task.min_frames})")
