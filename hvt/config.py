@@ -124,14 +124,23 @@ class TrainConfig(BaseModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     seed: int = 0
-    val_views: str = Field(
-        default="1x1",
+    val_views: str | None = Field(
+        default=None,
         pattern=r"^[1-9]\d*x[13]$",
         description="test views of validation and of the evaluation after training: CLIPSxCROPS (crops 1 or 3), "
-        "e.g. 4x3; a video's score is the mean over its views",
+        "e.g. 4x3; a video's score is the mean over its views. None: data.num_clips x data.test_crops",
     )
     registry_name: str | None = Field(default=None, description="registry model name; default: the model name")
     run_name: str | None = Field(default=None, description="default: derived from the config hash")
+
+    @model_validator(mode="after")
+    def _check_views(self) -> TrainConfig:
+        if self.data.num_clips > 1:
+            raise ValueError(
+                f"data.num_clips={self.data.num_clips} would feed several clips per video to training; keep it 1 "
+                f"and set val_views (e.g. '{self.data.num_clips}x{self.data.test_crops}') for multi-view validation"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_names(self) -> TrainConfig:
@@ -148,8 +157,8 @@ class TrainConfig(BaseModel):
         # also keeps the names of runs made before the field existed
         for key in ("max_failures", "min_workers"):
             payload["scaling"].pop(key, None)
-        if payload.get("val_views") == "1x1":  # the default keeps the names of runs made before the field existed
-            payload.pop("val_views")
+        if payload.get("val_views") is None:  # the default keeps the names of runs made before the field existed
+            payload.pop("val_views", None)
         payload["scaling"].pop("ray_address", None)
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]

@@ -58,8 +58,11 @@ def test_views_parsing_and_data_config():
     assert TrainConfig(val_views="4x3").val_views == "4x3"
     with pytest.raises(ValueError):
         TrainConfig(val_views="4x2")
-    assert TrainConfig().fingerprint() == TrainConfig(val_views="1x1").fingerprint() != TrainConfig(
-        val_views="2x3").fingerprint()
+    assert TrainConfig().fingerprint() != TrainConfig(val_views="2x3").fingerprint()
+    with pytest.raises(ValueError, match="val_views"):  # several training clips per video: refused, say what to do
+        TrainConfig(data=DataConfig(num_clips=4))
+    three_crops = TrainConfig(data=DataConfig(test_crops=3))  # validation then takes the data config's 3 crops
+    assert with_views(three_crops.data, three_crops.val_views).num_views(False) == 3
 
 
 def test_gpu_is_refused_where_there_is_none():
