@@ -96,15 +96,26 @@ def draw_frame(index: int, width: int, height: int) -> np.ndarray:
 
 
 def write_coded_video(path: Path, num_frames: int, *, fps: int = 25, size: tuple[int, int] = (160, 120),
-                      codec: str = "libx264", first_index: int = 0, keyint: int = 12) -> Path:
-    """Encode frames carrying ``first_index ...`` (mod 128) with PyAV; the container follows the suffix."""
+                      codec: str = "libx264", first_index: int = 0, keyint: int = 12, rotation: int = 0,
+                      bframes: int | None = None) -> Path:
+    """Encode frames carrying ``first_index ...`` (mod 128) with PyAV; the container follows the suffix.
+    ``size`` is the size as shown; with a display ``rotation`` (degrees, counter-clockwise) the frames are stored
+    turned the other way, as a phone does, so that a player shows them upright."""
+    turns = rotation // 90
+    stored = size if turns % 2 == 0 else (size[1], size[0])
     with av.open(str(path), mode="w") as out:
         stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = stored[0], stored[1], "yuv420p"
         stream.time_base = Fraction(1, fps)
         stream.codec_context.gop_size = keyint
+        if bframes is not None:
+            stream.codec_context.max_b_frames = bframes
+        if rotation:
+            stream.set_display_rotation(rotation)
         for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(draw_frame((first_index + i) % 2**BITS, *size), format="rgb24")
+            shown = draw_frame((first_index + i) % 2**BITS, *size)
+            image = np.ascontiguousarray(np.rot90(shown, -turns))
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
             for packet in stream.encode(frame):

@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from framecode import INPUT_FILES, inputs, is_upright, read_code, shown_codes
+from framecode import INPUT_FILES, inputs, is_upright, read_code, shown_codes, write_coded_video
 from test_ingest_helpers import realdata
 
 from hvt.data import DataConfig
@@ -120,6 +120,21 @@ def test_transcode_keeps_every_frame_upright_with_clean_timestamps(
     assert [_nearest_reference(f, reference) for f in frames] == list(range(count))
 
 
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_every_display_rotation_is_shown_upright_as_is_and_transcoded(tmp_path: Path, rotation: int) -> None:
+    path = write_coded_video(tmp_path / f"rot{rotation}.mp4", 24, rotation=rotation)
+    source = path.read_bytes()
+    assert shown_codes(source) == list(range(24))  # the reference shows what was drawn, upright
+    info = probe_video(source, ext="mp4", min_frames=1)
+    assert (info.rotation, info.width, info.height) == (rotation, 160, 120)
+    out, _ = transcode_video(source, TranscodeOptions(short_side=None, keyint=4, crf=18))
+    for data in (source, out):  # decord applies the rotation itself here; the check holds it to the reference
+        verdict = check_training_decode(data, codec="h264", num_checks=6, tolerance=1.0)
+        assert verdict.ok, verdict.detail
+        n, frames = read_frames(data, list(range(24)))
+        assert [read_code(f) for f in frames] == list(range(24)) and all(is_upright(f) for f in frames)
+
+
 def test_transcode_short_side_and_quality_options(shared_inputs: Path) -> None:
     source = (shared_inputs / "rotated_minus90.mp4").read_bytes()
     small, info = transcode_video(source, TranscodeOptions(short_side=64, keyint=1, crf=35))
@@ -218,3 +233,46 @@ def test_sharded_inputs_hold_exactly_the_sampled_frames(shared_inputs: Path, tmp
         if meta["normalised"]:
             assert meta["codec"] == "h264" and meta["container"] == "mp4"
         _assert_clips_hold_sampled_frames(name, sample, (shared_inputs / name).read_bytes())
+
+
+# ---------------------------------------------------------------- more files of the same kinds, made here
+
+MADE = {  # file -> (codec, B-frames, what the training decoder does with it)
+    "mpeg4_bframes.avi": ("mpeg4", 2, "decoder_mismatch"),  # XviD-style AVI with B-frames: seeks go wrong
+    "h264_bframes_long.avi": ("libx264", 3, "decoder_mismatch"),
+    "h264_bframes.mkv": ("libx264", 3, None),
+    "h264_bframes_in.mov": ("libx264", 3, None),
+    "vp9.mkv": ("libvpx-vp9", None, None),
+    "hevc_open_gop.mp4": ("libx265", None, "decoder_mismatch"),  # x265 CRA keyframes: seeking lands late
+}
+
+
+@pytest.fixture(scope="module")
+def made_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("made")
+    for name, (codec, bframes, _) in MADE.items():
+        write_coded_video(folder / name, 96, codec=codec, bframes=bframes, keyint=24)
+    return folder
+
+
+def test_made_files_are_admitted_only_when_read_right(made_videos: Path, tmp_path: Path) -> None:
+    for name, (_, _, expected) in MADE.items():
+        data = (made_videos / name).read_bytes()
+        verdict = check_training_decode(data, codec="?", num_checks=6, tolerance=1.0)
+        assert verdict.reason == expected, (name, verdict.detail)
+    lines = "".join(f"{name} {i % 2}\n" for i, name in enumerate(sorted(MADE)))
+    (tmp_path / "list.txt").write_text(lines)
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    for policy in ("needed", "never"):
+        result = shard_dataset(ShardConfig(annotations=str(tmp_path / "list.txt"), format="mmaction",
+                                           class_list=str(tmp_path / "classes.txt"), videos=str(made_videos),
+                                           store=str(tmp_path / policy), name="made", transcode_policy=policy))
+        misread = sum(1 for _, _, e in MADE.values() if e)
+        assert result.counts["by_reason"] == ({} if policy == "needed" else {"decoder_mismatch": misread})
+        config = DataConfig.for_sampling("8x11x1", crop_size=112, test_short_side=128)
+        for tar in Path(result.path).glob("*.tar"):
+            with tarfile.open(tar) as handle:
+                videos = [handle.extractfile(m).read() for m in handle.getmembers() if not m.name.endswith(".json")]
+            for video in videos:
+                out = ClipLoader(config).load(video, False)
+                assert [read_code(f) for f in out["clip"]] == out["frame_indices"].tolist()

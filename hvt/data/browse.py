@@ -94,6 +94,7 @@ def browse_samples(
     """
     from PIL import Image
 
+    out_dir = os.path.abspath(out_dir)  # the paths in the report work from any folder
     os.makedirs(out_dir, exist_ok=True)
     loader = ClipLoader(config)
     browsed: list[BrowsedSample] = []

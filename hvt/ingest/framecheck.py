@@ -5,7 +5,7 @@ wrong in files whose timestamps it misreads (H.264 in AVI with B-frames), counts
 mp4 edit list hiding the frames before a stream-copy cut), or cannot decode at all (a codec its FFmpeg lacks, such
 as AV1). The reference is PyAV decoding every frame in order (:func:`hvt.ingest.probe.iter_shown_frames`), the
 display rotation applied. The check compares the frame count and the pixels at a few indices spread over the
-video, the last ones included; the two decoders share FFmpeg's decoders, so a file read right matches exactly.
+video, the last ones included, and at keyframes (where seeking lands); the two decoders share FFmpeg's decoders, so a file read right matches exactly.
 """
 
 from __future__ import annotations
@@ -41,15 +41,29 @@ def check_indices(num_frames: int, count: int) -> list[int]:
     return sorted({*spread, max(num_frames - 2, 0), num_frames - 1})
 
 
-def reference_frames(data: bytes, indices: list[int]) -> tuple[int, dict[int, np.ndarray]]:
-    """Sequential PyAV decode: the number of shown frames and uint8 ``[H, W, 3]`` RGB (upright) at ``indices``."""
+def reference_frames(
+    data: bytes, indices: list[int], *, keyframes: int = 0
+) -> tuple[int, dict[int, np.ndarray]]:
+    """Sequential PyAV decode: the number of shown frames and uint8 ``[H, W, 3]`` RGB (upright) at ``indices``,
+    plus at up to about ``2 * keyframes`` keyframes spread over the video (thinned as they come, so memory stays
+    bounded). Keyframes are where a seeking decoder lands, and where it goes wrong on open-GOP streams (HEVC's
+    CRA frames, shown after their leading pictures)."""
     wanted = set(indices)
     frames: dict[int, np.ndarray] = {}
-    count = 0
+    at_keyframes: dict[int, np.ndarray] = {}
+    step, seen, count = 1, 0, 0
     for count, frame in enumerate(iter_shown_frames(data), start=1):
-        if count - 1 in wanted:
-            frames[count - 1] = shown_rgb(frame)
-    return count, frames
+        index = count - 1
+        if index in wanted:
+            frames[index] = shown_rgb(frame)
+        elif keyframes and index > 0 and frame.key_frame:
+            if seen % step == 0:
+                at_keyframes[index] = shown_rgb(frame)
+                if len(at_keyframes) > 2 * keyframes:  # keep every other one, and store half as often from now
+                    at_keyframes = {k: at_keyframes[k] for k in sorted(at_keyframes)[::2]}
+                    step *= 2
+            seen += 1
+    return count, {**at_keyframes, **frames}
 
 
 def check_training_decode(
@@ -71,8 +85,9 @@ def check_training_decode(
         return DecodeCheck(reasons.UNSUPPORTED_CODEC, f"codec {codec!r}: the training decoder (decord) cannot "
                            "decode it")
     ref_count, _ = (num_frames, None) if num_frames is not None else reference_frames(data, [])
-    indices = check_indices(min(ref_count, decoder_count), num_checks)
-    ref_count, reference = reference_frames(data, indices)
+    spread = check_indices(min(ref_count, decoder_count), num_checks)
+    ref_count, reference = reference_frames(data, spread, keyframes=num_checks)
+    indices = sorted(reference)  # the spread ones and keyframes: one batch from a fresh reader, as training reads
     if decoder_count != ref_count:
         return DecodeCheck(reasons.DECODER_MISMATCH, f"the training decoder counts {decoder_count} frames, the "
                            f"reference shows {ref_count} (hidden frames, e.g. an edit list)", tuple(indices))
