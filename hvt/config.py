@@ -111,6 +111,25 @@ class ScalingSpec(BaseModel):
         return (self.min_workers, self.num_workers)
 
 
+class RuntimeSpec(BaseModel):
+    """How the training step runs on its device; none of it changes what a run computes (not in the run name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compile: bool = Field(default=False, description="torch.compile the model's fixed-shape parts (see hvt.model)")
+    log_every_steps: int = Field(default=50, ge=1, description="optimiser steps between throughput / MFU log lines")
+    peak_tflops: float | None = Field(
+        default=None, gt=0, description="device peak bf16 TFLOP/s for MFU; None: from the device name (CUDA)"
+    )
+    ordered_data: bool = Field(
+        default=True,
+        description=(
+            "Ray Data keeps the input order (preserve_order), so the same run sees the same batches on every "
+            "worker; False trades that for a little throughput"
+        ),
+    )
+
+
 class TrainConfig(BaseModel):
     """Everything a training run needs; its hash names the run, so a re-run resumes instead of restarting."""
 
@@ -123,6 +142,7 @@ class TrainConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     seed: int = 0
     val_views: str | None = Field(
         default=None,
@@ -152,7 +172,7 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Short hash of what determines the result (not where it is stored or how many retries are allowed)."""
-        payload = self.model_dump(mode="json", exclude={"store", "run_name", "registry_name"})
+        payload = self.model_dump(mode="json", exclude={"store", "run_name", "registry_name", "runtime"})
         # retries and elasticity change how a run survives failures, not what it computes; popping min_workers
         # also keeps the names of runs made before the field existed
         for key in ("max_failures", "min_workers"):

@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import re
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -181,6 +182,11 @@ def load_clip_from_path(path: str, config: DataConfig) -> np.ndarray:
     return load_clip_from_bytes(read_bytes(path), config, training=False)
 
 
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The augmentation stream of sample ``key`` in training epoch ``epoch`` of a run seeded ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(epoch, zlib.crc32(key.encode()))))
+
+
 class DecodeClips:
     """``map_batches`` callable: rows of video bytes -> rows of clips. Used as a Ray Data actor class.
 
@@ -189,7 +195,9 @@ class DecodeClips:
     and ``static_clip`` when training with static clips. Failed rows carry zero-filled clips.
     """
 
-    def __init__(self, config: DataConfig, training: bool, rng_nonce: int | None = None) -> None:
+    def __init__(
+        self, config: DataConfig, training: bool, rng_nonce: int | None = None, epoch: int | None = None
+    ) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(config.decode_cpus)))  # the actor's CPU share, not the whole machine
@@ -199,8 +207,16 @@ class DecodeClips:
         # epochs or two actors never repeat the same augmentations.
         nonce = rng_nonce if rng_nonce is not None else int.from_bytes(os.urandom(8), "little")
         self.rng = np.random.default_rng(np.random.SeedSequence(entropy=config.seed, spawn_key=(nonce,)))
+        # With the training epoch known, every clip draws from its own stream, a function of (seed, epoch, key)
+        # alone: the same run augments the same sample the same way whichever actor or batch decodes it.
+        self.epoch = epoch
         self.decoded = 0
         self.failed = 0
+
+    def _rng(self, key: str) -> np.random.Generator:
+        if self.epoch is None:
+            return self.rng
+        return sample_rng(self.loader.config.seed, self.epoch, key)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg, training = self.loader.config, self.training
@@ -213,7 +229,7 @@ class DecodeClips:
             try:
                 if read_errors is not None and read_errors[i]:
                     raise VideoDecodeError(str(read_errors[i]))
-                out = self.loader.load(batch["video"][i], training, self.rng if training else None)
+                out = self.loader.load(batch["video"][i], training, self._rng(key) if training else None)
                 ok = True
             except Exception as err:  # noqa: BLE001 - one bad sample must never end the epoch; it is counted
                 log.warning("skipping sample %r: %s", key, err)

@@ -80,25 +80,29 @@ class VideoShardDatasource(FileBasedDatasource):
         shuffle_buffer: int = 0,
         seed: int = 0,
         rows_per_block: int = 8,
+        epoch: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(paths, **kwargs)
         self._shuffle_buffer = shuffle_buffer
         self._seed = seed
         self._rows_per_block = rows_per_block
-        self._epoch = 0
+        self._fixed_epoch = epoch
+        self._epoch = epoch or 0
 
     def get_read_tasks(self, parallelism: int, *args: Any, **kwargs: Any):
         # The read tasks built here carry `self`, so the execution index (one per epoch) travels with them and the
         # within-shard shuffle changes every epoch yet replays identically when Ray retries a read.
+        # An explicit ``epoch`` (the training loop's) wins: Ray's execution index restarts at 0 after a restart.
         context = kwargs.get("data_context", args[1] if len(args) > 1 else None)
-        self._epoch = int(getattr(context, "_execution_idx", 0) or 0)
+        if self._fixed_epoch is None:
+            self._epoch = int(getattr(context, "_execution_idx", 0) or 0)
         return super().get_read_tasks(parallelism, *args, **kwargs)
 
     def _read_stream(self, f: Any, path: str) -> Iterator[pyarrow.Table]:
         samples: Iterator[ShardSample] = iter_tar_samples(f, path)
         if self._shuffle_buffer > 1:
-            rng = np.random.default_rng([self._seed, zlib.crc32(path.encode()), self._epoch])
+            rng = np.random.default_rng([self._seed, zlib.crc32(path.rsplit("/", 1)[-1].encode()), self._epoch])
             samples = buffer_shuffle(samples, self._shuffle_buffer, rng)
         rows: list[ShardSample] = []
         for sample in samples:
@@ -132,23 +136,38 @@ def _pyarrow_filesystem(urls: list[str], filesystem: Any) -> tuple[list[str], An
 
 
 def read_shards(
-    source: str | list[str], split: str, config: DataConfig, *, training: bool, filesystem: Any = None
+    source: str | list[str],
+    split: str,
+    config: DataConfig,
+    *,
+    training: bool,
+    filesystem: Any = None,
+    epoch: int | None = None,
 ) -> ray.data.Dataset:
-    """Rows of raw samples (``key, video, ext, label, url, read_error``); shuffled when ``training``."""
+    """Rows of raw samples (``key, video, ext, label, url, read_error``); shuffled when ``training``: by
+    ``(seed, epoch)`` when ``epoch`` is given, else anew at every execution of the dataset."""
     import ray.data
-    from ray.data import FileShuffleConfig
 
     urls = resolve_shard_urls(source, split)
     paths, pa_fs = _pyarrow_filesystem(urls, filesystem)
     datasource = VideoShardDatasource(
         paths,
         filesystem=pa_fs,
-        shuffle=FileShuffleConfig(seed=config.seed, reseed_after_execution=True) if training else None,
+        shuffle=_file_shuffle(config.seed, epoch) if training else None,
         shuffle_buffer=config.shuffle_buffer if training else 0,
         seed=config.seed,
         rows_per_block=config.rows_per_block,
+        epoch=epoch,
     )
     return ray.data.read_datasource(datasource, override_num_blocks=len(paths), num_cpus=config.read_cpus)
+
+
+def _file_shuffle(seed: int, epoch: int | None) -> Any:
+    from ray.data import FileShuffleConfig
+
+    if epoch is None:
+        return FileShuffleConfig(seed=seed, reseed_after_execution=True)
+    return FileShuffleConfig(seed=zlib.crc32(f"{seed}:{epoch}".encode()), reseed_after_execution=False)
 
 
 def build_clip_dataset(
@@ -159,20 +178,26 @@ def build_clip_dataset(
     training: bool,
     filesystem: Any = None,
     decoder: type[DecodeClips] = DecodeClips,
+    epoch: int | None = None,
 ) -> ray.data.Dataset:
     """Dataset of clip rows (schema in the module docstring) for ``TorchTrainer(datasets={...})``.
 
     ``source``: a dataset version URL (folder holding ``manifest.json``; local path or fsspec URL such as
     ``s3://bucket/datasets/k200/v1``) or a list of shard URLs. ``filesystem``: optional fsspec or pyarrow
     filesystem (credentials, endpoint) for remote stores. ``decoder``: the actor class (benchmarks subclass it to
-    add timing columns).
+    add timing columns). ``epoch``: the training epoch this dataset is for; then the shard order, the
+    within-shard shuffle and every clip's augmentation are functions of ``(config.seed, epoch, sample key)``, so a
+    run (or a resumed one) replays exactly; None: fresh randomness at every execution.
     """
     import ray.data
 
-    samples = read_shards(source, split, config, training=training, filesystem=filesystem)
+    samples = read_shards(source, split, config, training=training, filesystem=filesystem, epoch=epoch)
+    decoder_kwargs: dict[str, Any] = {"config": config, "training": training}
+    if epoch is not None:
+        decoder_kwargs["epoch"] = epoch
     return samples.map_batches(
         decoder,
-        fn_constructor_kwargs={"config": config, "training": training},
+        fn_constructor_kwargs=decoder_kwargs,
         batch_size=config.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.decode_workers),

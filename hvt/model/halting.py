@@ -16,8 +16,9 @@ Halted tokens, by ``mode``:
 * ``mask``: halted tokens stay in the tensor but an attention mask hides them from every query.
 * ``remove``: halted tokens leave the computation. The active tokens of the whole batch are kept as packed
   rows ``[sum_b n_b, dim]`` (grouped by sample); norms, projections and MLP run on those rows only, and
-  attention runs on a padded ``[B, max_b n_b, ...]`` view with a key-padding mask (see ``vit.PackPlan``).
-  It computes the same maths as ``mask``; only the float summation order differs (max |diff| ~1e-7 on logits).
+  attention runs within each sample on the packed rows (cost ``sum_b n_b^2``; a variable-length kernel on CUDA),
+  with one device-to-host sync per halting block (see ``packed.py`` and ``varlen.py``). It computes the same
+  maths as ``mask``; only the float summation order differs (max |diff| ~1e-7 on logits).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .vit import PackPlan
+from .packed import run_remove
 
 
 @dataclass
@@ -54,7 +55,7 @@ def run_halting(
     mode: str,
 ) -> HaltingResult:
     if mode == "remove":
-        return _run_remove(blocks, x, scale, center, eps, offsets)
+        return HaltingResult(*run_remove(blocks, x, scale, center, eps, offsets))
     if mode in ("official", "mask"):
         return _run_full(blocks, x, scale, center, eps, offsets, mode)
     raise ValueError(f"unknown halted_token_mode {mode!r}")
@@ -100,56 +101,6 @@ def _run_full(blocks, x: Tensor, scale, center, eps, offsets, mode) -> HaltingRe
         active = not_reached
         all_active = False
         x = out
-    return HaltingResult(cls_out, token_depth, tokens, ponder_sum / (b * n0), torch.stack(mean_h))
-
-
-def _run_remove(blocks, x: Tensor, scale, center, eps, offsets) -> HaltingResult:
-    b, n0, c = x.shape
-    depth_l = len(blocks)
-    thr = 1.0 - eps
-    dev, dt = x.device, torch.float32  # halting bookkeeping in fp32, also under autocast
-    rows = x.reshape(b * n0, c)
-    row_sample = torch.arange(b, device=dev).repeat_interleave(n0)
-    row_pos = torch.arange(n0, device=dev).repeat(b)
-    cum = torch.zeros(b * n0, device=dev, dtype=dt)
-    rem = torch.ones(b * n0, device=dev, dtype=dt)
-    counts = torch.full((b,), n0, device=dev, dtype=torch.long)
-    cls_out = torch.zeros(b, c, device=dev, dtype=dt)
-    ponder_sum = torch.zeros((), device=dev, dtype=dt)
-    token_depth = torch.zeros(b, n0, device=dev, dtype=dt)
-    tokens = torch.zeros(b, depth_l, device=dev, dtype=torch.long)
-    mean_h = []
-    for layer, blk in enumerate(blocks):
-        if rows.shape[0] == 0:  # every token of every sample has halted
-            mean_h.append(torch.zeros((), device=dev, dtype=dt))
-            continue
-        tokens[:, layer] = counts
-        plan = PackPlan(counts, row_sample, b)
-        out = blk.forward_packed(rows, plan)
-        h_raw = _scores(out[:, 0].float(), scale, center, offsets[layer])
-        mean_h.append(h_raw.mean())
-        h = torch.ones_like(h_raw) if layer == depth_l - 1 else h_raw
-        cum = cum + h
-        not_reached = cum < thr
-        reached = ~not_reached
-        weight = torch.where(reached, rem, h)
-        is_cls = (row_pos == 0).nonzero().squeeze(1)
-        if is_cls.numel():
-            cls_out = cls_out.index_add(0, row_sample[is_cls], weight[is_cls, None] * out[is_cls].float())
-        done = reached.nonzero().squeeze(1)
-        if done.numel():
-            ponder_sum = ponder_sum + (layer + 1 + rem[done]).sum()
-            token_depth[row_sample[done], row_pos[done]] = float(layer + 1)
-        if done.numel() == rows.shape[0]:
-            rows = rows[:0]
-            continue
-        keep = not_reached.nonzero().squeeze(1)
-        rem = (rem - h)[keep]
-        rows = out[keep]
-        cum = cum[keep]
-        row_sample = row_sample[keep]
-        row_pos = row_pos[keep]
-        counts = torch.bincount(row_sample, minlength=b)
     return HaltingResult(cls_out, token_depth, tokens, ponder_sum / (b * n0), torch.stack(mean_h))
 
 

@@ -87,6 +87,21 @@ class HaltingVT(nn.Module):
         off = torch.as_tensor(offset, dtype=self.halt_offset.dtype, device=self.halt_offset.device)
         self.halt_offset = off.expand_as(self.halt_offset).clone()  # re-assign: works inside inference_mode too
 
+    # every parameter enters the autograd graph in every training step, in every mode (``remove`` runs every
+    # joint block, on zero rows when no token is left), so DDP needs no ``find_unused_parameters``
+    all_parameters_in_graph = True
+
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """``torch.compile`` what has fixed shapes, in place (the state dict keeps its names): every block's
+        ``forward`` (the dense, ``mask`` and ``official`` paths and the Glimpser) and, for ``remove``, each joint
+        block's per-token parts (norm + qkv, norm + MLP) with dynamic row counts. The halting bookkeeping and
+        the variable-length attention stay eager."""
+        for blk in self.blocks:
+            blk.compile(backend=backend)
+            if isinstance(blk, Block):
+                blk._pre = torch.compile(blk._pre, backend=backend, dynamic=True)
+                blk._mlp_branch = torch.compile(blk._mlp_branch, backend=backend, dynamic=True)
+
     def set_halted_token_mode(self, mode: str) -> None:
         """Switch how halted tokens are treated (``official`` / ``mask`` / ``remove``); weights are unchanged."""
         self.config = self.config.replace(halted_token_mode=mode)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .varlen import Packing, packed_attention
+
 
 class PatchEmbed(nn.Module):
     """Split every frame into ``patch x patch`` squares and project each to ``dim`` channels (a strided conv)."""
@@ -137,53 +139,20 @@ class Block(nn.Module):
         x = x + self.drop_path(self.attn(self.norm1(x), attn_mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def forward_packed(self, rows: Tensor, plan: PackPlan) -> Tensor:
+    def _pre(self, rows: Tensor) -> Tensor:
+        """``norm1`` + ``qkv`` (a separate method so that ``HaltingVT.compile_blocks`` can compile it)."""
+        return self.attn.qkv(self.norm1(rows))
+
+    def _mlp_branch(self, rows: Tensor) -> Tensor:
+        return self.mlp(self.norm2(rows))
+
+    def forward_packed(self, rows: Tensor, packing: Packing) -> Tensor:
         """Run the block on the still-active tokens of a batch stored as packed rows ``[sum_i n_i, dim]``.
 
-        Everything per-token (norms, qkv, projections, MLP) runs on the packed rows only; attention runs on a
-        padded ``[B, max_i n_i, ...]`` view with a key-padding mask, built and undone by ``plan``.
+        Everything per token (norms, qkv, projections, MLP) runs on the packed rows only; attention runs within
+        each sample on its rows (``varlen.packed_attention``: cost ``sum_i n_i^2``). Zero rows are fine (the
+        weights still enter the autograd graph).
         """
-        qkv = self.attn.qkv(self.norm1(rows))
-        att = self.attn.attend(plan.pad(qkv), plan.key_mask)
-        rows = rows + self.drop_path(self.attn.proj(plan.unpad(att)), plan.row_sample, plan.batch)
-        return rows + self.drop_path(self.mlp(self.norm2(rows)), plan.row_sample, plan.batch)
-
-
-class PackPlan:
-    """How packed token rows (grouped by sample, in order) map to a padded ``[B, L, ...]`` batch.
-
-    ``counts[b]`` rows belong to sample ``b``; ``L = max(counts)``. When all counts are equal the padded view
-    is a plain reshape and no mask is needed.
-    """
-
-    def __init__(self, counts: Tensor, row_sample: Tensor, batch: int) -> None:
-        self.batch = batch
-        self.row_sample = row_sample
-        counts_list = counts.tolist()
-        self.length = max(counts_list) if counts_list else 0
-        self.uniform = len(set(counts_list)) <= 1
-        if self.uniform:
-            self.dest = None
-            self.key_mask = None
-            return
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(row_sample.numel(), device=counts.device) - starts[row_sample]
-        self.dest = row_sample * self.length + rank
-        slots = torch.arange(self.length, device=counts.device)
-        key_mask = slots.unsqueeze(0) < counts.unsqueeze(1)
-        # a sample with no active token would have no key at all (NaN softmax): let its dummy rows see slot 0
-        key_mask[:, 0] |= counts == 0
-        self.key_mask = key_mask[:, None, None, :]
-
-    def pad(self, rows: Tensor) -> Tensor:
-        if self.uniform:
-            return rows.reshape(self.batch, self.length, rows.shape[-1])
-        padded = rows.new_zeros(self.batch * self.length, rows.shape[-1])
-        padded = padded.index_copy(0, self.dest, rows)
-        return padded.view(self.batch, self.length, rows.shape[-1])
-
-    def unpad(self, padded: Tensor) -> Tensor:
-        flat = padded.reshape(self.batch * self.length, padded.shape[-1])
-        if self.uniform:
-            return flat
-        return flat.index_select(0, self.dest)
+        att = packed_attention(self._pre(rows), packing, self.attn.num_heads)
+        rows = rows + self.drop_path(self.attn.proj(att), packing.row_sample, packing.batch)
+        return rows + self.drop_path(self._mlp_branch(rows), packing.row_sample, packing.batch)

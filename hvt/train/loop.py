@@ -14,33 +14,37 @@ import logging
 import math
 import random
 import tempfile
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
 
 from hvt.config import TrainConfig
-from hvt.data import normalize_clips
+from hvt.data import build_clip_dataset
 from hvt.evaluation.evaluate import evaluate_batches
-from hvt.evaluation.evaluator import Evaluator, autocast
+from hvt.evaluation.evaluator import Evaluator
 from hvt.evaluation.metrics import ClipMetrics
 from hvt.model import create_model, load_pretrained
 from hvt.train.schedule import build_scheduler
 from hvt.train.state import capture_rng, load_train_state, restore_rng, save_train_state, unwrap
+from hvt.train.step import (
+    EpochStats,
+    compile_model,
+    compute_loss,
+    configure_backends,
+    ddp_kwargs,
+    train_one_epoch,
+)
+
+__all__ = ["EpochStats", "compute_loss", "make_optimization", "seed_everything", "train_one_epoch",
+           "train_loop_per_worker"]
 
 log = logging.getLogger(__name__)
 
 BATCH_COLUMNS = ("clip", "label", "decode_ok")
-
-
-def _autocast(device: torch.device):
-    return autocast(device)  # one precision rule for training and evaluation (hvt.evaluation.evaluator)
 
 
 def seed_everything(seed: int) -> None:
@@ -50,8 +54,9 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW (``cfg.optim.optimizer``) with weight decay on weight matrices only."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.Optimizer:
+    """Adam or AdamW (``cfg.optim.optimizer``) with weight decay on weight matrices only; the fused (one kernel
+    per step) implementation when every parameter is on CUDA (``fused=None``), or as ``fused`` says."""
     # no weight decay on biases, norms, tokens and embeddings (1-d parameters and *_embed / *_token)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -65,14 +70,18 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
         {"params": decay, "weight_decay": cfg.optim.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if fused is None:
+        fused = bool(decay or no_decay) and all(p.is_cuda for p in decay + no_decay)
+    extra = {"fused": True} if fused else {}
     if cfg.optim.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.optim.lr)
-    return torch.optim.Adam(groups, lr=cfg.optim.lr)
+        return torch.optim.AdamW(groups, lr=cfg.optim.lr, **extra)
+    return torch.optim.Adam(groups, lr=cfg.optim.lr, **extra)
 
 
 def make_optimization(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int):
     """The optimiser and its warm-up + cosine schedule (stepped once per optimiser step) for ``cfg.optim``,
-    given how many micro-batches one epoch has on this worker."""
+    given how many micro-batches one epoch has on this worker. Move the model to its device first (the fused
+    optimiser needs its parameters there)."""
     optimizer = make_optimizer(model, cfg)
     optimizer_steps = math.ceil(steps_per_epoch / cfg.optim.grad_accum_steps)
     scheduler = build_scheduler(
@@ -84,101 +93,6 @@ def make_optimization(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch:
     return optimizer, scheduler
 
 
-def _split_batch(batch: dict[str, torch.Tensor], device: torch.device, with_static: bool):
-    """Drop clips that failed to decode; return (x, y, motion_y, n_real, n_failed)."""
-    ok = batch["decode_ok"].bool()
-    n_failed = int((~ok).sum().item())
-    clips = batch["clip"][ok]  # [B, T, H, W, 3] uint8
-    labels = batch["label"][ok].long()
-    n_real = clips.shape[0]
-    x = normalize_clips(clips.to(device, non_blocking=True))  # [B, 3, T, H, W] in [-1, 1]
-    y = labels.to(device)
-    motion_y = torch.ones(n_real, dtype=torch.long, device=device)
-    if with_static and n_real:
-        static = normalize_clips(batch["static_clip"][ok].to(device, non_blocking=True))
-        x = torch.cat([x, static])
-        y = torch.cat([y, y])
-        motion_y = torch.cat([motion_y, torch.zeros_like(motion_y)])
-    return x, y, motion_y, n_real, n_failed
-
-
-def compute_loss(out: Any, y: torch.Tensor, motion_y: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    # per-clip class loss; static fakes (motion label 0) are weighted by static_class_loss_weight
-    per_clip = F.cross_entropy(out.logits.float(), y, reduction="none")
-    weights = torch.where(motion_y == 0, cfg.optim.static_class_loss_weight, 1.0).to(per_clip.dtype)
-    ce = (per_clip * weights).sum() / weights.sum().clamp_min(1e-6)
-    ponder = out.ponder_loss.float() * cfg.optim.ponder_weight_scale
-    motion = torch.zeros((), device=ce.device)
-    if out.motion_logits is not None and cfg.optim.motion_loss_weight > 0:
-        motion = F.cross_entropy(out.motion_logits.float(), motion_y) * cfg.optim.motion_loss_weight
-    return {"loss": ce + ponder + motion, "ce": ce, "ponder": ponder, "motion": motion}
-
-
-@dataclass
-class EpochStats:
-    """What one pass over the training shard did: per-clip loss sums, clip counts and optimiser steps."""
-
-    sums: dict[str, float] = field(
-        default_factory=lambda: {"loss": 0.0, "ce": 0.0, "ponder": 0.0, "motion": 0.0, "gflops": 0.0}
-    )
-    seen: int = 0
-    failed: int = 0
-    optimizer_steps: int = 0
-
-
-def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig):
-    if cfg.optim.grad_clip_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def train_one_epoch(
-    model: torch.nn.Module,
-    batches: Iterable[dict[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    cfg: TrainConfig,
-    device: torch.device,
-    with_static: bool,
-) -> EpochStats:
-    """One epoch over ``batches`` with gradient accumulation: every ``grad_accum_steps`` micro-batches make one
-    optimiser step (each micro-batch loss is divided by ``grad_accum_steps``, so equal-sized micro-batches give the
-    gradient of their union); a partial accumulation left at the end is flushed as one more step."""
-    accum = cfg.optim.grad_accum_steps
-    stats = EpochStats()
-    micro = 0
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    for batch in batches:
-        x, y, motion_y, n_real, n_failed = _split_batch(batch, device, with_static)
-        stats.failed += n_failed
-        if n_real == 0:
-            # every clip of this batch failed to decode: still step in lockstep with the other DDP workers,
-            # on a blank clip whose loss counts for nothing
-            x = torch.zeros(1, 3, *batch["clip"].shape[1:4], device=device)
-            y = motion_y = torch.zeros(1, dtype=torch.long, device=device)
-        with _autocast(device):
-            out = model(x)
-        losses = compute_loss(out, y, motion_y, cfg)
-        if n_real == 0:
-            losses = {name: value * 0.0 for name, value in losses.items()}
-        (losses["loss"] / accum).backward()
-        micro += 1
-        if micro % accum == 0:
-            _optimizer_step(model, optimizer, scheduler, cfg)
-            stats.optimizer_steps += 1
-        for name in ("loss", "ce", "ponder", "motion"):
-            stats.sums[name] += float(losses[name].detach()) * n_real
-        stats.sums["gflops"] += float(out.gflops[:n_real].detach().float().sum())
-        stats.seen += n_real
-    if micro % accum:  # flush a partial accumulation at the epoch's end
-        _optimizer_step(model, optimizer, scheduler, cfg)
-        stats.optimizer_steps += 1
-    return stats
-
-
 def validate(model: torch.nn.Module, shard: Any, cfg: TrainConfig, num_classes: int, device: torch.device):
     """Metrics over this worker's share of the val split (its test views, ``cfg.val_views``) with the one
     evaluator; ``compute`` gathers every worker's share."""
@@ -188,6 +102,58 @@ def validate(model: torch.nn.Module, shard: Any, cfg: TrainConfig, num_classes: 
     evaluate_batches(Evaluator(unwrap(model), device, max_clips=batch_size), batches, metrics)
     model.train()
     return metrics.compute()
+
+
+def _epoch_train_batches(loop_config: dict[str, Any], cfg: TrainConfig, epoch: int, device: torch.device):
+    """This worker's share of epoch ``epoch`` of the training split, as CPU batches (pinned for CUDA).
+
+    Rank 0 builds the epoch's dataset with the epoch passed explicitly (shard order, within-shard shuffle and
+    every clip's augmentation are functions of ``(seed, epoch, sample key)``), splits it with
+    ``streaming_split(equal=True)`` and hands the splits to the other ranks. Built per epoch rather than once by
+    the driver so that a resumed run replays the epoch it resumes at, not epoch 0 (Ray Data's own per-execution
+    reseeding counts executions, which restart at 0 after a restart). With ``runtime.ordered_data`` the split is
+    deterministic too: rows keep their input order and go to the worker that has received the fewest so far.
+    """
+    if "dataset_path" not in loop_config:  # driver-built dataset (older callers)
+        shard = ray.train.get_dataset_shard("train")
+        return shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False)
+    rank, world_size = dist.get_rank() if dist.is_initialized() else 0, _world_size()
+    splits: list[Any] = [None]
+    if rank == 0:
+        dataset = build_clip_dataset(loop_config["dataset_path"], "train", cfg.data, training=True, epoch=epoch)
+        columns = list(BATCH_COLUMNS) + (["static_clip"] if cfg.data.static_clips else [])
+        dataset = dataset.select_columns(columns)
+        dataset.context.execution_options.preserve_order = cfg.runtime.ordered_data
+        splits = [dataset.streaming_split(world_size, equal=True)]
+    if world_size > 1:
+        dist.broadcast_object_list(splits, src=0)
+    return splits[0][rank].iter_torch_batches(
+        batch_size=cfg.optim.batch_size, drop_last=False, device="cpu", pin_memory=device.type == "cuda"
+    )
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def _gather_rng() -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (all ranks must call this)."""
+    state = capture_rng()
+    if _world_size() == 1:
+        return [state]
+    states: list[Any] = [None] * _world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _restore_rank_rng(saved: Any, rank: int, world_size: int, cfg: TrainConfig, epoch: int) -> None:
+    """Put back this rank's RNG state from the checkpoint, exactly where the unbroken run would be. A checkpoint
+    from another world size (elastic) or an older one (one state) cannot do that: seed from (seed, rank, epoch)."""
+    if isinstance(saved, list) and len(saved) == world_size:
+        restore_rng(saved[rank])
+        return
+    log.warning("rank %d: checkpoint RNG is for another world size; seeding from (seed, rank, epoch)", rank)
+    seed_everything(cfg.seed + rank + 1000 * epoch)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -203,14 +169,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         steps_per_epoch = max(1, int(loop_config["steps_per_epoch"]))
     seed_everything(cfg.seed + rank)
     device = ray.train.torch.get_device()
+    configure_backends(device)
 
     model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
     checkpoint = ray.train.get_checkpoint()
     if cfg.model.pretrained and checkpoint is None:  # a resumed run continues from its checkpoint instead
         load_pretrained(model, cfg.model.pretrained)
     model_config = model.config.to_dict()
+    model.to(device)
     optimizer, scheduler = make_optimization(model, cfg, steps_per_epoch)
     start_epoch, global_step, best_top1 = 0, 0, -1.0
+    saved_rng = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_train_state(directory)
@@ -219,42 +188,44 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, global_step = int(state["epoch"]) + 1, int(state["step"])
         best_top1 = float(state.get("best_val_top1", -1.0))
-        restore_rng(state["rng"])
-        seed_everything(cfg.seed + rank + 1000 * start_epoch)
+        saved_rng = state.get("rng_per_rank", state["rng"])
         log.info("rank %d resumed from epoch %d (step %d)", rank, start_epoch, global_step)
-    # In `remove` mode a sample whose tokens all halted early leaves later blocks without gradient, so DDP
-    # must tolerate parameters that got none in a step (otherwise the workers wait on each other forever).
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    if cfg.runtime.compile:
+        model = compile_model(model)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs(unwrap(model), cfg))
+    if saved_rng is not None:  # after everything that may draw random numbers while setting up
+        _restore_rank_rng(saved_rng, rank, world_size, cfg, start_epoch)
 
-    train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     with_static = bool(cfg.data.static_clips)
     attempt_start_epoch = start_epoch
+
+    def log_interval(figures: dict[str, float]) -> None:
+        if rank == 0:
+            log.info("epoch %d step %d: %s", epoch, int(figures.pop("step")),
+                     ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+
     for epoch in range(start_epoch, cfg.optim.epochs):
-        started = time.perf_counter()
-        batches = train_shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False)
-        stats = train_one_epoch(model, batches, optimizer, scheduler, cfg, device, with_static)
+        batches = _epoch_train_batches(loop_config, cfg, epoch, device)
+        stats = train_one_epoch(model, batches, optimizer, scheduler, cfg, device, with_static, log_interval)
         global_step += stats.optimizer_steps
-        sums, seen, failed = stats.sums, stats.seen, stats.failed
-        train_seconds = time.perf_counter() - started
         val = validate(model, val_shard, cfg, num_classes, device)
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "attempt_start_epoch": attempt_start_epoch,
             "step": global_step,
             "lr": scheduler.get_last_lr()[0],
-            "train_clips": seen,
-            "train_clips_per_s": seen / max(train_seconds, 1e-9),
-            "train_decode_failures": failed,
+            "train_clips": stats.seen,
+            "train_decode_failures": stats.failed,
             "val_top1": val.get("top1", 0.0),
             "val_top5": val.get("top5", 0.0),
             "val_gflops": val.get("gflops_mean", 0.0),
             "val_clips": val.get("clips", 0),
             "val_decode_failures": val.get("decode_failures", 0),
         }
-        for name, total in sums.items():
-            metrics[f"train_{name}"] = total / max(seen, 1)
+        metrics.update(stats.metrics("train_"))
         best_top1 = max(best_top1, metrics["val_top1"])
+        rng_states = _gather_rng()  # every rank takes part; rank 0 saves them
         if rank == 0:
             log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
             with tempfile.TemporaryDirectory() as directory:
@@ -269,7 +240,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                         "step": global_step,
                         "best_val_top1": best_top1,
                         "attempt_start_epoch": attempt_start_epoch,
-                        "rng": capture_rng(),
+                        "rng": rng_states[0],
+                        "rng_per_rank": rng_states,
+                        "metrics": _plain(metrics),
                         "train_config": cfg.model_dump(mode="json"),
                         "num_classes": num_classes,
                         "manifest_sha256": manifest_sha256,
@@ -278,3 +251,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         else:
             ray.train.report(metrics)
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics as floats (what ``torch.load(weights_only=True)`` reads back)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}

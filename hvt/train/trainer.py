@@ -90,10 +90,8 @@ def _run_storage(store: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
 
 def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, str]:
     """A TorchTrainer for ``cfg`` on ``dataset``; also returns the run name."""
-    train_ds = build_clip_dataset(dataset.path, "train", cfg.data, training=True)
+    # the training split is built per epoch inside the loop (see loop._epoch_train_batches); val is built here
     val_ds = build_clip_dataset(dataset.path, "val", with_views(cfg.data, cfg.val_views), training=False)
-    train_columns = list(BATCH_COLUMNS) + (["static_clip"] if cfg.data.static_clips else [])
-    train_ds = train_ds.select_columns(train_columns)
     val_ds = val_ds.select_columns(list(BATCH_COLUMNS))
     n_train = dataset.split_samples("train")
     if n_train == 0:
@@ -110,6 +108,7 @@ def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, 
             "train_config": cfg.model_dump(mode="json"),
             "num_classes": len(dataset.classes),
             "manifest_sha256": dataset.manifest_sha256,
+            "dataset_path": dataset.path,
             "steps_per_epoch": math.ceil(n_train / per_step),
             "train_samples": n_train,
         },
@@ -129,7 +128,7 @@ def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, 
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
         ),
-        datasets={"train": train_ds, "val": val_ds},
+        datasets={"val": val_ds},
     )
     return trainer, run_name
 

@@ -1,0 +1,47 @@
+"""`bench/gpu.py --smoke` runs end to end on the CPU, so the GPU script cannot rot between GPU sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(600)
+def test_gpu_bench_smoke_prints_rows():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=580, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    by_section = {}
+    for row in rows:
+        by_section.setdefault(row["section"], []).append(row)
+        assert row["status"] == "ok", row
+    assert set(by_section) == {"correctness", "train", "infer"}
+    # remove really packed clips of different lengths on the exact CPU path, within one sync per halting block
+    path_row = next(r for r in by_section["correctness"] if "check" in r)
+    assert path_row["remove_paths"].get("per_sample", 0) > 0
+    assert 0 < path_row["host_syncs_per_forward"] <= path_row["halting_blocks"]
+    assert {(r["mode"], r["compile"]) for r in by_section["train"]} == {
+        (m, c) for m in ("dense", "mask", "remove") for c in (False, True)}
+    assert len(by_section["infer"]) == 5 and all(r["clips_per_s"] > 0 for r in by_section["infer"])
+    assert all("flop_ratio_vs_dense" in r for r in by_section["infer"] if r["mode"] == "remove")
+
+
+def test_gpu_bench_refuses_clearly_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "no CUDA device" in proc.stderr and "--smoke" in proc.stderr
+    assert "Traceback" not in proc.stderr
