@@ -31,6 +31,10 @@ from hvt.errors import InputError
 log = logging.getLogger(__name__)
 
 TRAINED_MODE_KEY = "trained_halted_token_mode"
+# the released mmaction2 pipelines (configs/minik/data_pipeline_ml_8x32.py) for a 224 crop: test Resize short side
+# 256 + CenterCrop 224; train RandomRescale (256, 320) + RandomCrop 224; SampleFrames 8 x 32 x 1
+RELEASED_CROP, RELEASED_TEST_SHORT, RELEASED_TRAIN_SHORT = 224, 256, (256, 320)
+RELEASED_FRAME_INTERVAL = 32
 REMOVE_WARNING = (
     "{name}: released weights were trained with halted tokens still attended ('official' mode); in {mode!r} "
     "mode their outputs change (see docs/FIDELITY.md for how much)"
@@ -83,6 +87,19 @@ def overrides_from_released_config(config: dict[str, Any]) -> dict[str, Any]:
     if "ponder_token_scale" in config:
         out["ponder_weight"] = config["ponder_token_scale"]
     return out
+
+
+def released_data_config(num_frames: int, crop_size: int, sampling: str | None = None) -> DataConfig:
+    """The released test/train transforms scaled to ``crop_size``; ``sampling`` (``FRAMESxINTERVALxCLIPS``)
+    overrides ``num_frames x 32 x 1``."""
+    def scale(side: int) -> int:
+        return round(crop_size * side / RELEASED_CROP)
+
+    sizes = dict(crop_size=crop_size, test_short_side=scale(RELEASED_TEST_SHORT),
+                 train_short_side=tuple(scale(s) for s in RELEASED_TRAIN_SHORT))
+    if sampling:
+        return DataConfig.for_sampling(sampling, **sizes)
+    return DataConfig(num_frames=num_frames, frame_interval=RELEASED_FRAME_INTERVAL, **sizes)
 
 
 def _head_classes(sd: dict[str, torch.Tensor]) -> int | None:
@@ -139,19 +156,18 @@ def import_checkpoint(
         report = load_weights(model, sd, kind=kind, strict=True)
     except WeightsError as err:
         raise WeightsError(f"--weights {weights} does not fit {variant} {overrides}: {err}") from err
-    warn_if_not_official(name, mode)
+    released = report.kind == "released"  # trained in official mode; a native file's mode is its own config's
+    if released:
+        warn_if_not_official(name, mode)
     cfg = model.config
     classes = read_classes(classes_file, cfg.num_classes)
-    data_config = data_config or DataConfig(
-        num_frames=cfg.num_frames, crop_size=cfg.img_size, test_short_side=round(cfg.img_size * 256 / 224),
-        train_short_side=(round(cfg.img_size * 256 / 224), round(cfg.img_size * 320 / 224)),
-    )
+    data_config = data_config or released_data_config(cfg.num_frames, cfg.img_size)
     payload = {
         "model": model.state_dict(),
         "model_config": cfg.to_dict(),
         "classes": classes,
         "data_config": data_config.model_dump(mode="json"),
-        TRAINED_MODE_KEY: "official",
+        **({TRAINED_MODE_KEY: "official"} if released else {}),
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)

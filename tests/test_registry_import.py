@@ -70,8 +70,12 @@ def test_import_in_remove_mode_warns_and_bad_weights_are_clear_errors(tmp_path, 
     torch.save(to_released_state_dict(source), weights)
     with caplog.at_level(logging.WARNING):
         code = main(["registry", "import", "nano", "--weights", str(weights), "--variant", NANO, "--store", store,
-                     "--model-override", "halted_token_mode=remove"])
+                     "--model-override", "halted_token_mode=remove", "--sampling", "8x4x2"])
     assert code == 0
+    data = registry.load_checkpoint(registry.get_version(store, "nano", "v1"))["data_config"]
+    # the released test transform scaled to the 32-pixel input: short side 256/224 of the crop, centre crop
+    assert (data["num_frames"], data["frame_interval"], data["num_clips"]) == (8, 4, 2)
+    assert (data["crop_size"], data["test_short_side"], data["test_crops"]) == (32, 37, 1)
     assert "outputs change" in caplog.text and "'remove'" in caplog.text
     version = registry.get_version(store, "nano", "v1")
     assert version.lineage["halted_token_mode"] == "remove" and version.metrics["num_classes"] == 6

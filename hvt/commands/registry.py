@@ -116,17 +116,14 @@ def run_import(args: argparse.Namespace) -> int:
     overrides = dict(_parse_override(item) for item in args.model_override)
     data_config = None
     if args.sampling:
-        from hvt.data import DataConfig
+        from hvt.imports import released_data_config
         from hvt.model import get_config
 
-        cfg = get_config(args.variant, **{k: v for k, v in overrides.items() if k != "halted_token_mode"})
         try:
-            data_config = DataConfig.for_sampling(
-                args.sampling, crop_size=cfg.img_size, test_short_side=round(cfg.img_size * 256 / 224),
-                train_short_side=(round(cfg.img_size * 256 / 224), round(cfg.img_size * 320 / 224)),
-            )
-        except ValueError as err:
-            raise InputError(f"--sampling {args.sampling!r}: {err}") from err
+            cfg = get_config(args.variant, **{k: v for k, v in overrides.items() if k != "halted_token_mode"})
+            data_config = released_data_config(cfg.num_frames, cfg.img_size, args.sampling)
+        except (ValueError, TypeError) as err:
+            raise InputError(f"--variant {args.variant} / --sampling {args.sampling!r}: {err}") from err
     store = storage.resolve_store(args.store)
     version = import_checkpoint(store, args.model, args.weights, args.variant, classes_file=args.classes,
                                 overrides=overrides, data_config=data_config)
