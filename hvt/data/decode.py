@@ -176,10 +176,14 @@ def load_clip_from_bytes(
 
 
 def load_clip_from_path(path: str, config: DataConfig) -> np.ndarray:
-    """A video file (local path or fsspec URL) -> uint8 clip with the test transform, as ``hvt predict`` needs."""
+    """A video file (local path or fsspec URL) -> uint8 clip with the test transform, as ``hvt predict`` needs.
+
+    A raw file has not been through the shard-time check, so it is checked here: one the decoder would misread
+    (or cannot decode) is re-encoded in memory first (:func:`hvt.ingest.transcode.frame_exact_bytes`)."""
+    from hvt.ingest.transcode import frame_exact_bytes
     from hvt.storage import read_bytes
 
-    return load_clip_from_bytes(read_bytes(path), config, training=False)
+    return load_clip_from_bytes(frame_exact_bytes(read_bytes(path)), config, training=False)
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:

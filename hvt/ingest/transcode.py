@@ -122,3 +122,22 @@ def _video_stream(sink: av.container.OutputContainer, options: TranscodeOptions,
         "threads": "1",
     }
     return stream
+
+
+def frame_exact_bytes(data: bytes, *, num_checks: int = 6, tolerance: float = 1.0) -> bytes:
+    """``data`` itself when the training decoder reads it frame-exactly, else the same video re-encoded (full size,
+    all-intra-free defaults) so that it does; for one-off decoding outside the shards (``hvt predict``). Bytes that
+    PyAV cannot read either are returned unchanged: the caller's decoder then reports the error."""
+    from hvt.ingest.framecheck import check_training_decode
+    from hvt.ingest.probe import codec_name, open_video
+
+    try:
+        with open_video(data) as container:
+            if not container.streams.video:
+                return data
+            codec = codec_name(container.streams.video[0])
+        if check_training_decode(data, codec=codec, num_checks=num_checks, tolerance=tolerance).ok:
+            return data
+        return transcode_video(data, TranscodeOptions(short_side=None))[0]
+    except Quarantined:
+        return data
