@@ -105,3 +105,22 @@ def test_browse_errors_are_one_line(store: Path, tmp_path: Path, browse) -> None
         proc = browse("--store", str(store), "--out", str(tmp_path), *args)
         assert proc.returncode == 2 and words in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_browse_train_shows_the_clip_a_training_decode_actor_makes(store: Path, tmp_path: Path, browse) -> None:
+    from hvt.data import DataConfig
+    from hvt.data.browse import iter_split_samples
+    from hvt.data.decode import DecodeClips
+
+    proc = browse("--store", str(store), "--dataset", "inputs", "--out", str(tmp_path), "--json", "--train",
+                  "--split", "val", "--limit", "2", "--sampling", "4x8x1", "--epoch", "3")
+    assert proc.returncode == 0, proc.stderr
+    samples = json.loads(proc.stdout)["samples"]
+    version = next((store / "datasets" / "inputs").glob("v-*"))
+    config = DataConfig.for_sampling("4x8x1")
+    actor = DecodeClips(config, training=True, epoch=3)
+    for sample, raw in zip(samples, iter_split_samples(str(version), "val"), strict=False):
+        assert sample["key"] == raw.key
+        row = actor({"key": np.array([raw.key], object), "video": np.array([raw.video], object),
+                     "label": np.array([raw.label])})
+        assert np.array_equal(np.load(sample["npz"])["clip"], row["clip"][0])  # same frames, same random draws

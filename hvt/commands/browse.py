@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default=None, help="split (default: train with --train, else val; else the first)")
     parser.add_argument("--train", action="store_true", help="the training transform (random crop, RandAugment...)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many samples")
+    parser.add_argument("--epoch", type=int, default=0, help="with --train: the training epoch whose draws to show")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--config", default=None, help="TrainConfig JSON whose data settings to use (default: defaults)")
     parser.add_argument("--sampling", default=None, help="override the sampling, e.g. 8x32x1")
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if split not in splits:
         raise InputError(f"split {split!r} not in dataset {args.dataset!r} at {path}; it has: "
                          f"{', '.join(splits) or 'none'}")
-    browsed, failures = browse_samples(path, split, args.out, config, training=args.train, limit=args.limit)
+    browsed, failures = browse_samples(path, split, args.out, config, training=args.train, limit=args.limit,
+                                       epoch=args.epoch)
     if args.json:
         print(json.dumps(browse_report(browsed, failures)))
     else:

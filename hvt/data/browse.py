@@ -4,15 +4,14 @@ For each sample, ``<key>.png`` (a contact sheet: one row per view, one column pe
 index under each) and ``<key>.npz`` with ``clip`` (uint8 ``[T,H,W,3]``, or ``[V,T,H,W,3]`` with several views)
 and ``frame_indices`` (int64 ``[T]`` or ``[V,T]``: the shown source frame each clip frame came from, 0 = first).
 Decoding is :class:`hvt.data.decode.ClipLoader`, the code the Ray decode actors run: the same sampling, the same
-test transform, or with ``training`` the same random training transform (seeded per sample key here, so a browse
-is reproducible).
+test transform, or with ``training`` the same random training transform with the same random draws (the
+stream of ``(seed, epoch, key)`` the decode actors use), so a browse is reproducible.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from hvt import storage
 from hvt.data.config import DataConfig
-from hvt.data.decode import ClipLoader
+from hvt.data.decode import ClipLoader, sample_rng
 from hvt.data.shards import ShardSample, iter_tar_samples, resolve_shard_urls
 
 log = logging.getLogger(__name__)
@@ -86,11 +85,13 @@ def browse_samples(
     *,
     training: bool = False,
     limit: int | None = None,
+    epoch: int = 0,
 ) -> tuple[list[BrowsedSample], int]:
     """Decode up to ``limit`` samples of ``split`` and write their PNG and NPZ into ``out_dir`` (a local folder).
 
-    Returns the browsed samples and the number that failed to decode (counted, never raised: a browse of a
-    dataset with a bad sample still shows the others).
+    With ``training``, each sample's augmentation is drawn from the stream training uses for it in ``epoch``
+    (:func:`hvt.data.decode.sample_rng`). Returns the browsed samples and the number that failed to decode
+    (counted, never raised: a browse of a dataset with a bad sample still shows the others).
     """
     from PIL import Image
 
@@ -106,7 +107,7 @@ def browse_samples(
         try:
             if sample.read_error:
                 raise ValueError(sample.read_error)
-            rng = np.random.default_rng([config.seed, zlib.crc32(sample.key.encode())]) if training else None
+            rng = sample_rng(config.seed, epoch, sample.key) if training else None  # the training stream
             out = loader.load(sample.video, training, rng)
         except Exception as err:  # noqa: BLE001 - counted like a training-time decode failure
             failures += 1
