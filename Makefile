@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 STORE  ?= ./hvt-store
 
-.PHONY: venv demo test lint bench-model clean
+.PHONY: venv demo test test-fast lint bench-model clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The development loop: everything that starts no server, Ray cluster or whole flow (under 3 minutes here).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hvt pipelines tests bench

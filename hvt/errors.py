@@ -19,7 +19,7 @@ _USER_ERROR_TYPES = (
     ("hvt.train.trainer", "TrainingError"),
     ("hvt.ingest.shard", "ShardingError"),
     ("hvt.ingest.annotations", "AnnotationError"),
-    ("hvt.data.decode", "VideoDecodeError"),
+    ("hvt.data.video_reader", "VideoDecodeError"),
     ("hvt.model.weights", "WeightsError"),
 )
 

@@ -158,9 +158,9 @@ def _quiet_ffmpeg() -> None:
     """FFmpeg prints every complaint about a damaged file straight to stderr; a one-clip command reports the
     decoder's reason in its own error instead. (hvt.data sets decord's level once on first use, so do that
     first, then lower it.)"""
-    from hvt.data.decode import _decord
+    from hvt.data.video_reader import quiet_decord
 
-    decord = _decord()
+    decord = quiet_decord()
     decord.logging.set_level(decord.logging.QUIET)
 
 

@@ -187,3 +187,23 @@ def test_top_level_help_loads_no_heavy_library():
 @pytest.mark.parametrize("command", _command_names())
 def test_each_command_help_loads_no_heavy_library(command):
     assert _heavy_modules_loaded([command, "--help"]) == []
+
+
+def test_sharding_never_loads_torch(tmp_path):
+    """Shard time (probe, frame check with the training decoder, transcode, tar writing) stays torch-free: a
+    shard worker decodes and encodes video and should not load (or wait for) the deep-learning stack."""
+    code = (
+        "import sys\n"
+        "from hvt.ingest.synthetic import make_synthetic_dataset\n"
+        "from hvt.commands.shard import main\n"
+        "d = make_synthetic_dataset(sys.argv[1], classes=2, per_class=2, frames=12, size=(64, 64), seed=3)\n"
+        "rc = main(['--annotations', d.annotations_csv, '--videos', d.videos_dir, '--store', sys.argv[2],\n"
+        "           '--name', 'ds', '--transcode', '--short-side', '32', '--quiet', '--json'])\n"
+        "assert rc == 0, rc\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "videos"), str(tmp_path / "store")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert "torch" not in loaded and "ray" not in loaded, loaded

@@ -17,7 +17,8 @@ from test_ingest_helpers import realdata
 
 from hvt.data import DataConfig
 from hvt.data.clip_sampling import ClipSampler
-from hvt.data.decode import ClipLoader, read_frames
+from hvt.data.decode import ClipLoader
+from hvt.data.video_reader import read_frames
 from hvt.ingest import ShardConfig, TranscodeOptions, shard_dataset
 from hvt.ingest.framecheck import check_indices, check_training_decode
 from hvt.ingest.probe import frame_rotation, iter_shown_frames, probe_video, shown_rgb

@@ -13,8 +13,8 @@ import pytest
 from framecode import inputs, read_code, shown_codes, write_coded_video
 
 from hvt.data import DataConfig
-from hvt.data.decode import read_frames
 from hvt.data.shards import iter_tar_samples
+from hvt.data.video_reader import read_frames
 from hvt.ingest import ShardConfig, shard_dataset
 
 FPS = 10

@@ -16,7 +16,7 @@ _LAZY_EXPORTS = {
     "DecodeClips": "decode",
     "MOTION_REAL": "static_clips",
     "MOTION_STATIC": "static_clips",
-    "VideoDecodeError": "decode",
+    "VideoDecodeError": "video_reader",
     "build_clip_dataset": "ray_dataset",
     "collate_clips": "ray_dataset",
     "eval_clip_offsets": "clip_sampling",

@@ -11,13 +11,10 @@ A sample that cannot be decoded never stops a batch: ``DecodeClips`` returns a z
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import re
 import zlib
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -26,71 +23,9 @@ from hvt.data.config import DataConfig
 from hvt.data.randaugment import RandAugment
 from hvt.data.static_clips import make_static_training_clip
 from hvt.data.transforms import eval_transform, train_transform
+from hvt.data.video_reader import VideoDecodeError, decoder_message, quiet_decord, stderr_silenced
 
 log = logging.getLogger(__name__)
-
-_decord_quiet = False
-
-
-class VideoDecodeError(RuntimeError):
-    """The bytes are not a video decord can read, or the frames a clip needs cannot be decoded."""
-
-
-def _decord():
-    global _decord_quiet
-    import decord
-
-    if not _decord_quiet:  # FFmpeg's per-frame complaints about a corrupt file would flood the worker logs
-        decord.logging.set_level(decord.logging.ERROR)
-        _decord_quiet = True
-    return decord
-
-
-@contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """Silence file descriptor 2 while decord runs: its C++ logger prints the whole input (the bytes of a text
-    file named ``.mp4``) before raising. The exception still carries the message, which we shorten ourselves."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _decoder_message(err: BaseException) -> str:
-    """One printable line from a decoder exception, bounded: never the input's bytes."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[-1] if lines else repr(err)
-    text = re.sub(r"\[\d{2}:\d{2}:\d{2}\]\s*|\S+\.cc:\d+:\s*", "", text)  # decord's clock and source line
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return f"{type(err).__name__}: {text}"[:300]
-
-
-def read_frames(data: bytes, indices: list[int], num_threads: int = 1) -> tuple[int, np.ndarray]:
-    """The training decoder's view of a video: its frame count and uint8 ``[len(indices), H, W, 3]`` at
-    ``indices`` (sorted, unique), read exactly as :func:`decode_frames` reads them. Raises ``VideoDecodeError``.
-    Used at shard time to check the training decoder against a reference decode."""
-    if not data:
-        raise VideoDecodeError("empty video bytes")
-    decord = _decord()
-    try:
-        with _stderr_silenced():
-            reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=num_threads)
-            num_frames = len(reader)
-            frames = reader.get_batch(list(indices)).asnumpy() if indices else np.zeros((0, 1, 1, 3), np.uint8)
-    except Exception as err:  # decord raises DECORDError / RuntimeError with FFmpeg's text
-        raise VideoDecodeError(_decoder_message(err)) from None
-    finally:
-        reader = None
-    return num_frames, frames
-
 
 def decode_frames(
     data: bytes, sampler: ClipSampler, training: bool, rng: np.random.Generator | None, num_threads: int = 1
@@ -108,9 +43,9 @@ def decode_sampled_frames(
     """:func:`decode_frames` plus the indices it sampled: int64 ``[clips, T]``, in shown frames (0 = first)."""
     if not data:
         raise VideoDecodeError("empty video bytes")
-    decord = _decord()
+    decord = quiet_decord()
     try:
-        with _stderr_silenced():
+        with stderr_silenced():
             reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=num_threads)
             num_frames = len(reader)
             if num_frames < 1:
@@ -121,7 +56,7 @@ def decode_sampled_frames(
     except VideoDecodeError:
         raise
     except Exception as err:  # decord raises DECORDError / RuntimeError with FFmpeg's text
-        raise VideoDecodeError(_decoder_message(err)) from None
+        raise VideoDecodeError(decoder_message(err)) from None
     finally:
         reader = None  # drop the decoder (and its buffers) before the next video
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != len(wanted):

@@ -1,6 +1,6 @@
 """Is the training decoder frame-exact on this file? Checked at shard time against a sequential reference decode.
 
-The training decoder (decord, :func:`hvt.data.decode.read_frames`, exactly as training reads) seeks; seeking goes
+The training decoder (decord, :func:`hvt.data.video_reader.read_frames`, exactly as training reads) seeks; seeking goes
 wrong in files whose timestamps it misreads (H.264 in AVI with B-frames), counts frames a player never shows (an
 mp4 edit list hiding the frames before a stream-copy cut), or cannot decode at all (a codec its FFmpeg lacks, such
 as AV1). The reference is PyAV decoding every frame in order (:func:`hvt.ingest.probe.iter_shown_frames`), the
@@ -75,7 +75,7 @@ def check_training_decode(
     pixel difference (0-255 scale) still counted as the same frame; ``num_frames``: the reference count when the
     caller already has it (saves nothing but a sanity check otherwise). ``codec`` names the codec in the verdict.
     """
-    from hvt.data.decode import VideoDecodeError, read_frames
+    from hvt.data.video_reader import VideoDecodeError, read_frames
 
     try:
         decoder_count, _ = read_frames(data, [])
