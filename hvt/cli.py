@@ -7,13 +7,20 @@ an exit code. Errors a user can fix are printed as one line (what failed, on whi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
 
 # Each command module keeps its module-level imports light (argparse, stdlib): it imports the library when it
 # runs, so `hvt --help` and `hvt COMMAND --help` start in well under a second (tests/test_architecture.py).
-COMMAND_MODULES = ("synth", "shard", "train", "evaluate", "registry", "flops", "predict", "browse")
+COMMAND_MODULES = ("synth", "shard", "train", "evaluate", "registry", "flops", "predict", "browse", "store")
+
+
+_STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 class UsageError(Exception):
@@ -35,24 +42,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _stdout_for_json_only() -> Iterator[None]:
+    """While a ``--json`` command runs, fd 1 and ``sys.stdout`` point at stderr (so Ray, libraries and child
+    processes cannot write to stdout) and ``hvt.commands.emit_json`` writes to the real stdout."""
+    import hvt.commands
+
+    previous = sys.stdout
+    previous.flush()
+    try:
+        on_fd1 = previous.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a captured or in-memory stdout (tests, notebooks)
+        on_fd1 = False
+    saved = os.dup(1)
+    real_stdout = os.fdopen(os.dup(saved), "w") if on_fd1 else previous
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    hvt.commands.json_stream = real_stdout
+    try:
+        yield
+    finally:
+        hvt.commands.json_stream = None
+        sys.stdout = previous
+        sys.stderr.flush()
+        if real_stdout is not previous:
+            real_stdout.close()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     from hvt.errors import user_errors
+    from hvt.store_faults import is_transient
 
+    output = _stdout_for_json_only() if getattr(args, "json", False) else contextlib.nullcontext()
     try:
-        return int(args.func(args) or 0)
+        with output:
+            return int(args.func(args) or 0)
     except Exception as err:
-        if not isinstance(err, user_errors()):
+        if isinstance(err, user_errors()):
+            print(f"hvt {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        if isinstance(err, OSError) and err.errno in _STORAGE_FULL:
+            print(f"hvt {args.command}: error: {err.strerror} ({err.filename or 'writing to the store'}): free "
+                  "space or use another store, then re-run; nothing already committed was changed", file=sys.stderr)
+            return 2
+        if not is_transient(err):
             raise
-        print(f"hvt {args.command}: error: {err}", file=sys.stderr)
+        print(f"hvt {args.command}: error: the store is unavailable ({type(err).__name__}: {str(err)[:200]}); "
+              "check that it is up and reachable, then re-run: finished work is kept", file=sys.stderr)
         return 2
 
 

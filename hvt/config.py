@@ -152,6 +152,11 @@ class TrainConfig(BaseModel):
     )
     registry_name: str | None = Field(default=None, description="registry model name; default: the model name")
     run_name: str | None = Field(default=None, description="default: derived from the config hash")
+    skip_bad_shards: bool = Field(
+        default=False,
+        description="leave out shards that fail their manifest sha256/count check (counted in the metrics) "
+        "instead of stopping with an error",
+    )
 
     @model_validator(mode="after")
     def _check_views(self) -> TrainConfig:
@@ -180,6 +185,8 @@ class TrainConfig(BaseModel):
         if payload.get("val_views") is None:  # the default keeps the names of runs made before the field existed
             payload.pop("val_views", None)
         payload["scaling"].pop("ray_address", None)
+        if not payload.get("skip_bad_shards"):
+            payload.pop("skip_bad_shards", None)  # keeps the names of runs made before the field existed
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 

@@ -21,6 +21,7 @@ _USER_ERROR_TYPES = (
     ("hvt.ingest.annotations", "AnnotationError"),
     ("hvt.data.video_reader", "VideoDecodeError"),
     ("hvt.model.weights", "WeightsError"),
+    ("hvt.integrity", "DataIntegrityError"),
 )
 
 

@@ -6,6 +6,7 @@ The CLI (`hvt train`, `hvt evaluate`) and the Prefect flows call exactly these, 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -26,6 +27,7 @@ from hvt.evaluation.distributed import evaluate_distributed
 from hvt.evaluation.evaluate import evaluate_model, halting_depths, model_from_state, read_clips
 from hvt.evaluation.evaluator import select_device, with_views
 from hvt.evaluation.report import render_report
+from hvt.integrity import SplitCheck, check_splits
 from hvt.model import ModelConfig
 from hvt.model.flops import GIGA, dense_config, model_macs
 from hvt.train.state import load_train_state
@@ -87,14 +89,40 @@ def run_evaluation(
                           batch_size=batch_size, device=device)
 
 
+def eval_set_identity(manifest_sha256: str, split: str, check: SplitCheck | None, decode_failures: int) -> str:
+    """Identity of the clips actually evaluated, compared by ``registry.beats``: the manifest's sha256 when every
+    shard of ``split`` was read and every clip decoded; otherwise a hash that also covers the shards left out
+    and the number of clips that failed, so a shrunken set never compares as the full one."""
+    skipped = sorted(p.path for p in check.skipped) if check else []
+    if not skipped and not decode_failures:
+        return manifest_sha256
+    blob = json.dumps({"manifest": manifest_sha256, "split": split, "skipped_shards": skipped,
+                       "decode_failures": int(decode_failures)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def integrity_metrics(checks: dict[str, SplitCheck], train_metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the run left out or could not read: damaged shards skipped (by opt-in) and decode failures."""
+    skipped = [f"{c.split}/{p}" for c in checks.values() for p in c.skipped]
+    return {
+        "skipped_shards": skipped,
+        "skipped_samples": sum(c.skipped_samples for c in checks.values()),
+        "train_decode_failures": int(train_metrics.get("train_decode_failures", 0) or 0),
+    }
+
+
 def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Evaluate the run's best checkpoint on the val split; return (metrics, checkpoint state)."""
+    """Evaluate the run's best checkpoint on the val split (the shards that passed their check); return
+    (metrics, checkpoint state)."""
     state = load_run_checkpoint(result)
+    check = result.data_checks.get(EVAL_SPLIT)
+    source = check.urls if check is not None else result.dataset.path
     # a GPU run's GPUs may be on the Ray workers only: evaluate there when this process has none
     on_workers = cfg.scaling.use_gpu and not torch.cuda.is_available()
-    raw = run_evaluation(state, result.dataset.path, EVAL_SPLIT, with_views(cfg.data, cfg.val_views),
+    raw = run_evaluation(state, source, EVAL_SPLIT, with_views(cfg.data, cfg.val_views),
                          num_classes=len(result.dataset.classes), batch_size=cfg.optim.batch_size,
                          scaling=cfg.scaling, on_workers=on_workers)
+    failures = int(raw.get("decode_failures", 0) or 0)
     metrics = {
         "val_top1": raw.get("top1", 0.0),
         "val_top5": raw.get("top5", 0.0),
@@ -102,9 +130,15 @@ def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any],
         "epoch": int(state["epoch"]),
         "eval_split": EVAL_SPLIT,
         "eval_set": f"{result.dataset.name}/{result.dataset.version}/{EVAL_SPLIT}",
-        "eval_manifest_sha256": result.dataset.manifest_sha256,
+        "eval_manifest_sha256": eval_set_identity(result.dataset.manifest_sha256, EVAL_SPLIT, check, failures),
+        "dataset_manifest_sha256": result.dataset.manifest_sha256,
+        **integrity_metrics(result.data_checks, result.metrics),
         **{k: v for k, v in raw.items() if k not in ("top1", "top5")},
     }
+    if metrics["eval_manifest_sha256"] != result.dataset.manifest_sha256:
+        log.warning("evaluated %d of %s's clips (%d shards left out, %d decode failures): this evaluation set is "
+                    "not comparable with a full one", int(raw.get("clips", 0)), metrics["eval_set"],
+                    len(check.skipped) if check else 0, failures)
     return metrics, state
 
 
@@ -273,6 +307,7 @@ def evaluate_registered(
     ray_address: str | None = None,
     scaling: ScalingSpec | None = None,
     views: str | None = None,
+    skip_bad_shards: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a registry version (sha256-verified) on a dataset split; same metrics as after training, on
     ``scaling.num_workers`` Ray Train workers when given and more than one. ``views`` (``CLIPSxCROPS``, e.g.
@@ -294,13 +329,20 @@ def evaluate_registered(
             f"{model_name} {version.version} was trained on classes that differ from {dataset_name} "
             f"{dataset.version}'s; evaluate it on a dataset with the same class list"
         )
+    check = check_splits(dataset.path, [split], skip_bad=skip_bad_shards)[split]
+    if not check.urls:
+        raise registry.RegistryError(f"dataset {dataset_name} {dataset.version} has no readable {split!r} shards")
     ensure_ray(ray_address)
-    raw = run_evaluation(payload, dataset.path, split, data_config, num_classes=len(dataset.classes),
+    raw = run_evaluation(payload, check.urls, split, data_config, num_classes=len(dataset.classes),
                          batch_size=batch_size, scaling=scaling)
     return {
         "model": model_name,
         "version": version.version,
         "eval_set": f"{dataset.name}/{dataset.version}/{split}",
+        "eval_manifest_sha256": eval_set_identity(dataset.manifest_sha256, split, check,
+                                                  int(raw.get("decode_failures", 0) or 0)),
+        "skipped_shards": [f"{split}/{p}" for p in check.skipped],
+        "skipped_samples": check.skipped_samples,
         f"{split}_top1": raw.get("top1", 0.0),
         f"{split}_top5": raw.get("top5", 0.0),
         **{k: v for k, v in raw.items() if k not in ("top1", "top5")},

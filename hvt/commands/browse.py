@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from hvt.commands import emit_json
 from hvt.errors import InputError
 
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     browsed, failures = browse_samples(path, split, args.out, config, training=args.train, limit=args.limit,
                                        epoch=args.epoch)
     if args.json:
-        print(json.dumps(browse_report(browsed, failures)))
+        emit_json(browse_report(browsed, failures))
     else:
         print(f"{path} split {split}: {len(browsed)} samples ({config.sampling}, "
               f"{'train' if args.train else 'test'} transform) -> {args.out}; {failures} failed to decode")

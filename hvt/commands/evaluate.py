@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from hvt.commands import emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                         help="test views per video, e.g. 4x3 (clips x crops, crops 1 or 3); scores averaged over "
                              "them (default: the model's data config, usually 1x1)")
+    parser.add_argument("--skip-bad-shards", action="store_true",
+                        help="leave out shards that fail their manifest check (counted) instead of stopping")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run)
 
@@ -54,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         scaling=scaling,
         views=args.views,
+        skip_bad_shards=args.skip_bad_shards,
     )
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        emit_json(metrics, indent=2)
     else:
         split = args.split
         print(

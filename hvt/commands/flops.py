@@ -7,8 +7,9 @@ the Glimpser goes through every block), one multiply-add = one FLOP as in the pa
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from hvt.commands import emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(summary, indent=2))
+        emit_json(summary, indent=2)
         return 0
     s = summary
     print(f"{s['name']} at {s['num_frames']}x{s['img_size']}^2 "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from hvt.commands import emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     prediction = predict_video(args.video, model=args.model, store=args.store, registry_name=args.registry_name)
     if args.json:
-        print(json.dumps(prediction.as_dict(), indent=2))
+        emit_json(prediction.as_dict(), indent=2)
         return 0
     model = f"{prediction.model} {prediction.version}" if prediction.version else prediction.model
     views = f" over {prediction.views} views" if prediction.views > 1 else ""

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from hvt.commands import emit_json
+
 if TYPE_CHECKING:
     from hvt.registry import RegistryVersion
 
@@ -76,7 +78,7 @@ def run_list(args: argparse.Namespace) -> int:
     aliases = {m: registry.get_alias(store, m) for m in {v.model for v in versions}}
     rows = [_row(v, aliases) for v in versions]
     if args.json:
-        print(json.dumps({"store": store, "versions": rows}, indent=2))
+        emit_json({"store": store, "versions": rows}, indent=2)
         return 0
     if not rows:
         print(f"no registered models in {registry.registry_root(store)}")
@@ -128,7 +130,7 @@ def run_import(args: argparse.Namespace) -> int:
     version = import_checkpoint(store, args.model, args.weights, args.variant, classes_file=args.classes,
                                 overrides=overrides, data_config=data_config)
     if args.json:
-        print(json.dumps(version.as_dict(), indent=2))
+        emit_json(version.as_dict(), indent=2)
     else:
         lineage = version.lineage
         print(f"imported {args.weights} as {version.model} {version.version} at {version.path} "

@@ -6,10 +6,11 @@ Also runnable as ``python -m hvt.commands.shard ...`` (same arguments, without t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import TYPE_CHECKING
+
+from hvt.commands import emit_json
 
 if TYPE_CHECKING:
     from hvt.ingest.config import ShardConfig
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hvt.ingest.annotations import AnnotationError
     from hvt.ingest.shard import ShardingError, shard_dataset
+    from hvt.storage import StoreUnavailableError
 
     try:
         config = config_from_args(args)
@@ -112,14 +114,17 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = shard_dataset(config, progress=progress)
+    except StoreUnavailableError as err:
+        print(f"hvt shard: {err}", file=sys.stderr)
+        return 2
     except (AnnotationError, ShardingError, FileNotFoundError, ValueError) as err:
         print(f"hvt shard: {err}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"version": result.version, "path": result.path, "counts": result.counts,
+        emit_json({"version": result.version, "path": result.path, "counts": result.counts,
                           "manifest_url": result.manifest_url, "shards": result.shards,
                           "shards_written": result.shards_written, "shards_skipped": result.shards_skipped},
-                         sort_keys=True))
+                  sort_keys=True)
     else:
         counts = result.counts
         print(f"dataset version: {result.path}")

@@ -8,6 +8,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+from hvt.commands import emit_json
 from hvt.errors import InputError
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, default=None)
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--skip-bad-shards", action="store_true",
+                        help="leave out shards that fail their manifest sha256/count check (counted in the run's "
+                        "metrics) instead of stopping with an error")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -106,6 +110,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["scaling"]["use_gpu"] = True
     if args.seed is not None:
         base["seed"] = args.seed
+    if getattr(args, "skip_bad_shards", False):
+        base["skip_bad_shards"] = True
     if args.sampling:
         match = _SAMPLING_RE.match(args.sampling)
         if not match:
@@ -133,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = train_config_from_args(args)
     result = run_training(cfg)
     metrics, state = evaluate_run(result, cfg)
-    summary: dict[str, Any] = {"run": result.run_name, "run_path": result.run_path, "metrics": metrics}
+    summary: dict[str, Any] = {"run": result.run_name, "run_path": result.run_path, "metrics": metrics,
+                               "data": {split: check.as_dict() for split, check in result.data_checks.items()}}
     if not args.no_register:
         registered = register_run(result, cfg, metrics, state)
         summary["registry"] = {
@@ -144,9 +151,13 @@ def run(args: argparse.Namespace) -> int:
             "reason": registered.promotion_reason,
         }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        emit_json(summary, indent=2)
     else:
         print(f"run {result.run_name}: val top-1 {metrics['val_top1']:.3f}, top-5 {metrics['val_top5']:.3f}")
+        print(f"data: {metrics.get('clips', 0)} val clips evaluated, {metrics.get('decode_failures', 0)} val and "
+              f"{metrics.get('train_decode_failures', 0)} train decode failures, "
+              f"{len(metrics.get('skipped_shards', []))} damaged shards left out"
+              + (f" ({'; '.join(metrics['skipped_shards'])})" if metrics.get("skipped_shards") else ""))
         if "registry" in summary:
             reg = summary["registry"]
             print(f"registered {reg['model']} {reg['version']} at {reg['path']} ({reg['reason']})")

@@ -33,6 +33,10 @@ def render_report(
           for q, key in (("50th", "gflops_p50"), ("90th", "gflops_p90"), ("99th", "gflops_p99")) if key in metrics],
         f"| val clips | {metrics.get('clips', 0)} |",
         f"| decode failures | {metrics.get('decode_failures', 0)} |",
+        *([f"| train decode failures (last epoch) | {metrics['train_decode_failures']} |"]
+          if "train_decode_failures" in metrics else []),
+        *([f"| damaged shards left out | {len(metrics['skipped_shards'])} ({metrics.get('skipped_samples', 0)} "
+           f"samples): {'; '.join(metrics['skipped_shards'])} |"] if metrics.get("skipped_shards") else []),
         f"| eval clips/s | {metrics.get('clips_per_s', 0.0):.1f} (on {metrics.get('eval_workers', 1)} worker(s)) |",
         "",
     ]

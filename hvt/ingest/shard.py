@@ -68,7 +68,9 @@ def shard_dataset(config: ShardConfig, *, progress: Progress | None = None) -> S
         manifest = _manifest(config, plan, stats, counts, quarantine_sha)
         manifest_url = storage.join(path, MANIFEST)
         manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        storage.fault_point("commit:quarantine")
         _write_if_changed(manifest_url, manifest_bytes, config.retries)
+        storage.fault_point("commit:manifest")
         commit_version(path, config.name, plan.version, hashlib.sha256(manifest_bytes).hexdigest())
     _remove_stale_temporaries(path, before=started)
     log.info(
@@ -137,7 +139,12 @@ def _write_all(
                 report()
 
     runner = _run_ray if config.ray_address else _run_processes if config.workers > 1 else _run_inline
+    unavailable: BaseException | None = None
     for task, result in runner(unfinished(), config):
+        if isinstance(result, BaseException) and storage.is_transient(result) or isinstance(
+            result, storage.StoreUnavailableError
+        ):
+            unavailable = unavailable or result
         if isinstance(result, BaseException):
             failures.append(f"{task.name}: {type(result).__name__}: {result}")
             log.error("shard %s failed: %s", task.name, result)
@@ -145,14 +152,28 @@ def _write_all(
             stats.append(result)
             counter["written"] += 1
         report()
+        if unavailable is not None:
+            break  # the store is gone: every other shard would only wait out its retries too
     if counter["skipped"]:
         log.info("resumed: %d of %d shards were already finished", counter["skipped"], total)
+    if unavailable is not None:
+        if isinstance(unavailable, storage.StoreUnavailableError):
+            raise unavailable
+        raise storage.StoreUnavailableError(
+            f"{len(failures)} of {total} shards could not be written to {tasks_store(config)}: the store is "
+            f"unavailable ({type(unavailable).__name__}: {str(unavailable)[:160]}). Check that it is up and "
+            "reachable, then re-run the same command: finished shards are kept and it resumes"
+        ) from None
     if failures:
         raise ShardingError(
             f"{len(failures)} of {total} shards failed (finished shards are kept; re-run to resume): "
             + "; ".join(failures[:5])
         )
     return stats, counter["written"], counter["skipped"]
+
+
+def tasks_store(config: ShardConfig) -> str:
+    return storage.resolve_store(config.store)
 
 
 def _run_inline(tasks: Iterable[ShardTask], config: ShardConfig) -> Iterator[tuple[ShardTask, dict | BaseException]]:

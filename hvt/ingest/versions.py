@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import posixpath
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from hvt import storage
 MANIFEST = "manifest.json"
 VERSION_FILE = "version.json"
 QUARANTINE = "quarantine.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,20 @@ def commit_version(path: str, name: str, version: str, manifest_sha256: str) -> 
         "manifest_sha256": manifest_sha256,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    storage.create_exclusive(storage.join(path, VERSION_FILE), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    url = storage.join(path, VERSION_FILE)
+    blob = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    if storage.create_exclusive(url, blob):
+        return
+    try:
+        existing = storage.read_json(url)
+        if isinstance(existing, dict) and existing.get("manifest_sha256") == manifest_sha256:
+            return
+        problem = f"records manifest sha256 {str(existing.get('manifest_sha256'))[:12]}… (not this manifest's)" \
+            if isinstance(existing, dict) else "is not a JSON object"
+    except storage.DamagedFileError as err:
+        problem = err.problem
+    log.warning("%s %s; rewriting it for the manifest now committed", url, problem)
+    storage.write_bytes(url, blob)
 
 
 def list_dataset_versions(store: str | None, name: str) -> list[DatasetVersion]:
@@ -62,12 +78,17 @@ def list_dataset_versions(store: str | None, name: str) -> list[DatasetVersion]:
         created_at, num_samples = None, None
         try:
             record = storage.read_json(storage.join(path, VERSION_FILE))
-            created_at = record.get("created_at")
+            created_at = record.get("created_at") if isinstance(record, dict) else None
         except FileNotFoundError:
             pass
+        except storage.DamagedFileError as err:
+            log.warning("dataset %s %s: %s (ordering it by name)", name, version, err)
         try:
             num_samples = storage.read_json(manifest_url)["counts"]["sharded"]
-        except (KeyError, ValueError):
+        except storage.DamagedFileError as err:
+            log.warning("skipping dataset %s %s: %s", name, version, err)
+            continue
+        except (KeyError, TypeError):
             pass
         found.append(DatasetVersion(name, version, path, manifest_url, created_at, num_samples))
     return sorted(found, key=lambda v: (v.created_at or "", v.version))

@@ -35,14 +35,15 @@ _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirecto
 
 def with_retries(fn: Callable[[], T], *, retries: int, what: str, base_delay: float = 0.5) -> T:
     """Call ``fn``; on a transient storage error (an ``OSError`` that is not a missing file or a permission
-    problem) try again up to ``retries`` times with exponential back-off."""
+    problem, or a connection error / timeout / 5xx from the store's client) try again up to ``retries`` times
+    with exponential back-off."""
     for attempt in range(retries + 1):
         try:
             return fn()
-        except _PERMANENT:
+        except (*_PERMANENT, storage.StoreError):
             raise
-        except OSError as err:
-            if attempt == retries:
+        except Exception as err:
+            if not (isinstance(err, OSError) or storage.is_transient(err)) or attempt == retries:
                 raise
             delay = base_delay * 2**attempt
             log.warning("%s failed (%s); retry %d/%d in %.1fs", what, err, attempt + 1, retries, delay)
@@ -251,6 +252,7 @@ def _write_once(task: ShardTask) -> dict:
         "plan_sha256": task.plan_sha256,
     }
     storage.write_json(task.stats_url, stats)
+    storage.fault_point("shard:stats")
     return stats
 
 
@@ -268,9 +270,11 @@ def finished_stats(task: ShardTask) -> dict | None:
     """The stats of a shard finished by an earlier run of the same plan, else None (write it again)."""
     fs, stats_path = storage.get_fs(task.stats_url)
     try:
-        stats = json.loads(fs.cat_file(stats_path))
+        stats = json.loads(storage.retrying(lambda: fs.cat_file(stats_path), task.stats_url, "reading"))
     except FileNotFoundError:
         return None
+    except storage.StoreUnavailableError:
+        raise
     except (OSError, ValueError) as err:
         log.warning("ignoring unreadable stats %s: %s", task.stats_url, err)
         return None
@@ -278,7 +282,8 @@ def finished_stats(task: ShardTask) -> dict | None:
         return None
     if stats.get("samples"):
         try:
-            size = fs.info(storage.get_fs(task.tar_url)[1])["size"]
+            tar_path = storage.get_fs(task.tar_url)[1]
+            size = storage.retrying(lambda: fs.info(tar_path), task.tar_url, "checking")["size"]
         except FileNotFoundError:
             return None
         if size != stats.get("bytes"):

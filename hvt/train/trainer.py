@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.fs
@@ -21,6 +21,7 @@ from hvt.config import TrainConfig
 from hvt.data import build_clip_dataset
 from hvt.evaluation.evaluator import with_views
 from hvt.ingest import latest_dataset_version
+from hvt.integrity import SplitCheck, check_splits
 from hvt.train.loop import BATCH_COLUMNS, train_loop_per_worker
 from hvt.train.ray_env import ensure_ray
 
@@ -57,6 +58,7 @@ class TrainResult:
     checkpoint: ray.train.Checkpoint
     metrics: dict[str, Any]
     dataset: DatasetRef
+    data_checks: dict[str, SplitCheck] = field(default_factory=dict)  # per split: shards read, shards left out
 
 
 def resolve_dataset(store: str, name: str, version: str | None) -> DatasetRef:
@@ -76,7 +78,12 @@ def resolve_dataset(store: str, name: str, version: str | None) -> DatasetRef:
     raw = storage.read_bytes(manifest_url)
     import json
 
-    return DatasetRef(name, version, path, json.loads(raw), hashlib.sha256(raw).hexdigest())
+    try:
+        manifest = json.loads(raw)
+    except ValueError as err:
+        raise TrainingError(f"dataset {name} version {version}: {manifest_url} is damaged ({err}); re-run sharding "
+                            "or run `hvt store check`") from None
+    return DatasetRef(name, version, path, manifest, hashlib.sha256(raw).hexdigest())
 
 
 def _run_storage(store: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
@@ -88,12 +95,29 @@ def _run_storage(store: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
-def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, str]:
-    """A TorchTrainer for ``cfg`` on ``dataset``; also returns the run name."""
+def verify_dataset(cfg: TrainConfig, dataset: DatasetRef) -> dict[str, SplitCheck]:
+    """Check the train and val shards against the manifest before any worker starts (see hvt.integrity)."""
+    checks = check_splits(dataset.path, ["train", "val"], skip_bad=cfg.skip_bad_shards)
+    for check in checks.values():
+        for problem in check.skipped:
+            log.warning("leaving out damaged %s shard %s", check.split, problem)
+    return checks
+
+
+def build_trainer(
+    cfg: TrainConfig, dataset: DatasetRef, checks: dict[str, SplitCheck] | None = None
+) -> tuple[TorchTrainer, str]:
+    """A TorchTrainer for ``cfg`` on ``dataset`` (only the shards ``checks`` kept, when given); also returns the
+    run name."""
+    train_source = checks["train"].urls if checks else dataset.path
+    val_source = checks["val"].urls if checks else dataset.path
+    for split, source in (("train", train_source), ("val", val_source)):
+        if not source:
+            raise TrainingError(f"dataset {dataset.name} {dataset.version} has no readable {split!r} shards left")
     # the training split is built per epoch inside the loop (see loop._epoch_train_batches); val is built here
-    val_ds = build_clip_dataset(dataset.path, "val", with_views(cfg.data, cfg.val_views), training=False)
+    val_ds = build_clip_dataset(val_source, "val", with_views(cfg.data, cfg.val_views), training=False)
     val_ds = val_ds.select_columns(list(BATCH_COLUMNS))
-    n_train = dataset.split_samples("train")
+    n_train = checks["train"].samples if checks else dataset.split_samples("train")
     if n_train == 0:
         raise TrainingError(f"dataset {dataset.name} {dataset.version} has no 'train' samples")
     per_step = cfg.optim.batch_size * cfg.scaling.num_workers
@@ -108,7 +132,7 @@ def build_trainer(cfg: TrainConfig, dataset: DatasetRef) -> tuple[TorchTrainer, 
             "train_config": cfg.model_dump(mode="json"),
             "num_classes": len(dataset.classes),
             "manifest_sha256": dataset.manifest_sha256,
-            "dataset_path": dataset.path,
+            "dataset_path": train_source,  # a version folder, or the list of its train shards that verified
             "steps_per_epoch": math.ceil(n_train / per_step),
             "train_samples": n_train,
         },
@@ -164,8 +188,9 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) the run for ``cfg``; return the best checkpoint by val top-1 and the last metrics."""
     dataset = resolve_dataset(cfg.store, cfg.dataset_name, cfg.dataset_version)
     check_pretrained(cfg, dataset)
+    checks = verify_dataset(cfg, dataset)
     ensure_ray(cfg.scaling.ray_address)
-    trainer, run_name = build_trainer(cfg, dataset)
+    trainer, run_name = build_trainer(cfg, dataset, checks)
     log.info("training run %s on %s %s", run_name, dataset.name, dataset.version)
     try:
         result = trainer.fit()
@@ -176,4 +201,4 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     if checkpoint is None:
         raise TrainingError(f"training run {run_name} finished without a checkpoint")
     run_path = storage.join(storage.join(storage.resolve_store(cfg.store), "runs"), run_name)
-    return TrainResult(run_name, run_path, checkpoint, dict(result.metrics or {}), dataset)
+    return TrainResult(run_name, run_path, checkpoint, dict(result.metrics or {}), dataset, checks)
