@@ -31,7 +31,6 @@ _LAZY_EXPORTS = {
     "load_released": "weights",
     "load_weights": "weights",
     "model_macs": "flops",
-    "num_params": "haltingvt",
     "to_released_state_dict": "weights",
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

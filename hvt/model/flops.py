@@ -51,9 +51,14 @@ def head_macs(cfg: ModelConfig) -> float:
     return float(cfg.embed_dim * cfg.num_classes + (2 * cfg.embed_dim if cfg.motion_head else 0))
 
 
-def frames_and_patches(cfg: ModelConfig, num_frames: int | None, img_size: int | None) -> tuple[int, int]:
-    """``(frames, patches per frame)`` of a clip for ``cfg``; ``None`` takes the config's own value."""
+def frames_and_patches(
+    cfg: ModelConfig, num_frames: int | None, img_size: int | None, patches_per_frame: int | None = None
+) -> tuple[int, int]:
+    """``(frames, patches per frame)`` of a clip for ``cfg``; ``None`` takes the config's own value (a square
+    ``img_size``); ``patches_per_frame`` gives the count directly (a non-square input)."""
     t = num_frames or cfg.num_frames
+    if patches_per_frame is not None:
+        return t, patches_per_frame
     grid = (img_size or cfg.img_size) // cfg.patch_size
     return t, grid * grid
 
@@ -63,10 +68,11 @@ def block_macs(
     num_frames: int | None = None,
     img_size: int | None = None,
     tokens_per_layer: Tensor | None = None,
+    patches_per_frame: int | None = None,
 ) -> list[Any]:
     """Multiply-adds of every block. Joint blocks use ``tokens_per_layer[:, i]`` (per sample, a tensor) when
     given, else all tokens left by the Glimpser (the no-halting bound)."""
-    t, n = frames_and_patches(cfg, num_frames, img_size)
+    t, n = frames_and_patches(cfg, num_frames, img_size, patches_per_frame)
     hidden = int(cfg.embed_dim * cfg.mlp_ratio)
     out: list[Any] = []
     kept = cfg.kept_per_frame(n)
@@ -89,11 +95,14 @@ def model_macs(
     num_frames: int | None = None,
     img_size: int | None = None,
     tokens_per_layer: Tensor | None = None,
+    patches_per_frame: int | None = None,
 ) -> Any:
-    """Multiply-adds of one clip (float), or per sample (``[B]`` float64 tensor) from ``tokens_per_layer``."""
-    t, n = frames_and_patches(cfg, num_frames, img_size)
+    """Multiply-adds of one clip (float), or per sample (``[B]`` float64 tensor) from ``tokens_per_layer``
+    (``[B, depth]``, the tokens each sample had active entering each block): the one place per-clip cost is
+    counted, for the analytic summaries and for the GFLOPs a forward pass reports."""
+    t, n = frames_and_patches(cfg, num_frames, img_size, patches_per_frame)
     total: Any = patch_embed_macs(t, n, cfg.embed_dim, cfg.patch_size, cfg.in_chans) + head_macs(cfg)
-    for m in block_macs(cfg, num_frames, img_size, tokens_per_layer):
+    for m in block_macs(cfg, num_frames, img_size, tokens_per_layer, patches_per_frame):
         total = total + m
     return total
 

@@ -54,6 +54,27 @@ def run_halting(
     offsets: Tensor,
     mode: str,
 ) -> HaltingResult:
+    """Run the halting blocks (the joint blocks after the Glimpser) over ``x`` with A-ViT halting.
+
+    Args:
+        blocks: the joint transformer blocks, in order (L of them; the last forces every token to halt).
+        x: ``[B, N0, dim]`` tokens entering the first halting block, the class token at index 0.
+        scale, center: the halting gate ``h = sigmoid(scale * y[..., 0] - center + offset)`` (paper: gamma = 10,
+            beta = 5 / 10 / 20).
+        eps: a token halts when its cumulative score reaches ``1 - eps`` (0.01 in the paper).
+        offsets: ``[L]`` calibration offsets added inside the gate (zeros for a trained model).
+        mode: ``official`` | ``mask`` | ``remove``, what happens to halted tokens (module docstring).
+
+    Returns:
+        :class:`HaltingResult` (class-token output ``[B, dim]``, halting depth ``[B, N0]``, tokens per block
+        ``[B, L]``, ponder ``mean(N + R)`` unweighted, mean gate per block ``[L]``).
+
+    Raises:
+        ValueError: an unknown ``mode``.
+
+    Source: A-ViT (Yin et al., CVPR 2022) as adapted by HaltingVT (arXiv 2401.04975, Sec. 3.3) and its released
+    code; ``remove`` is ours and computes the same maths as ``mask``.
+    """
     if mode == "remove":
         return HaltingResult(*run_remove(blocks, x, scale, center, eps, offsets))
     if mode in ("official", "mask"):

@@ -23,6 +23,23 @@ from .vit import Block, PatchEmbed
 
 
 class HaltingVT(nn.Module):
+    """HaltingVT (Glimpser + halting joint blocks) or, with ``glimpser_depth=0`` and ``halting=False``, the dense
+    Joint VT baseline. Build it with :func:`hvt.model.create_model` (by variant name) or from a ``ModelConfig``.
+
+    Args:
+        config: the architecture (width, depth, heads, Glimpser depth and keep rates, halting gate ``halt_scale``
+            / ``halt_center`` / ``eps``, ``halted_token_mode`` ``official`` | ``mask`` | ``remove``, frames, image
+            and patch size, class count, motion head). Validated here: raises ``ValueError`` on an inconsistent one.
+
+    ``forward(video)`` takes ``[B, 3, T, H, W]`` float clips scaled to ``[-1, 1]`` (``T = config.num_frames``,
+    ``H = W = config.img_size``) and returns a :class:`ModelOutput`: ``logits [B, num_classes]``,
+    ``motion_logits [B, 2]`` (or None), the ponder loss (scalar, already weighted by ``ponder_weight``), the
+    tokens active at every block ``[B, depth]``, each patch's halting block, and ``gflops [B]``: the GFLOPs
+    that clip really spent (one multiply-add = one FLOP, as the paper counts). Source: paper Sec. 3 and the
+    released model code (dun-research/HaltingVT @ 4830e2a), reproduced within 1e-5 in ``official`` mode
+    (``tests/test_model_fidelity.py``, ``docs/FIDELITY.md``).
+    """
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         config.validate()
@@ -77,9 +94,6 @@ class HaltingVT(nn.Module):
     @property
     def joint_blocks(self) -> list[Block]:
         return list(self.blocks[self.config.glimpser_depth :])
-
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token", "time_embed"}
 
     def set_halting_offset(self, offset: float | list[float] | Tensor) -> None:
         """Add ``offset`` (one value, or one per halting block) inside the halting sigmoid. For benchmarks and
@@ -198,25 +212,13 @@ class HaltingVT(nn.Module):
         )
 
     def _gflops(self, t: int, n: int, tokens_per_layer: Tensor) -> Tensor:
-        """Per-sample GFLOPs from the tokens each sample had active at each block (see ``flops.py``)."""
-        cfg = self.config
-        hidden = int(cfg.embed_dim * cfg.mlp_ratio)
-        total = flops_mod.patch_embed_macs(t, n, cfg.embed_dim, cfg.patch_size, cfg.in_chans) + flops_mod.head_macs(cfg)
-        n_in = n
-        for kk in cfg.kept_per_frame(n):
-            total += flops_mod.divided_block_macs(t, n_in, kk, cfg.embed_dim, hidden)
-            n_in = kk
-        per = tokens_per_layer[:, cfg.glimpser_depth :].to(torch.float64)
-        total = total + flops_mod.joint_block_macs(per, cfg.embed_dim, hidden).sum(1)
-        return total / flops_mod.GIGA
+        """Per-sample GFLOPs ``[B]`` from the tokens each sample had active at each block (``flops.model_macs``)."""
+        macs = flops_mod.model_macs(self.config, t, tokens_per_layer=tokens_per_layer, patches_per_frame=n)
+        return macs / flops_mod.GIGA
 
     def extra_repr(self) -> str:
         c = self.config
         return f"name={c.name}, mode={c.halted_token_mode}, keep_rate={c.keep_rate}, halting={c.halting}"
 
 
-def num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["HaltingVT", "num_params"]
+__all__ = ["HaltingVT"]
