@@ -23,9 +23,9 @@ import torch
 from hvt import registry, storage
 from hvt.data import DataConfig, VideoDecodeError, load_clip_from_path
 from hvt.errors import InputError
-from hvt.evaluation.evaluate import model_from_state
 from hvt.evaluation.evaluator import Evaluator
 from hvt.model import ModelConfig
+from hvt.model.zoo import model_from_state
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,13 @@ from hvt.config import ScalingSpec, TrainConfig
 from hvt.data import DataConfig
 from hvt.evaluation import plots
 from hvt.evaluation.distributed import evaluate_distributed
-from hvt.evaluation.evaluate import evaluate_model, halting_depths, model_from_state, read_clips
+from hvt.evaluation.evaluate import evaluate_model, halting_depths, read_clips
 from hvt.evaluation.evaluator import select_device, with_views
 from hvt.evaluation.report import render_report
 from hvt.integrity import SplitCheck, check_splits
 from hvt.model import ModelConfig
 from hvt.model.flops import GIGA, dense_config, model_macs
+from hvt.model.zoo import model_from_state
 from hvt.train.state import load_train_state
 from hvt.train.trainer import DatasetRef, TrainResult
 

@@ -12,9 +12,10 @@ from hvt.config import ScalingSpec
 from hvt.data import DataConfig
 from hvt.data.testing import FakeSample, write_version
 from hvt.evaluation.distributed import evaluate_distributed
-from hvt.evaluation.evaluate import evaluate_model, model_from_state
+from hvt.evaluation.evaluate import evaluate_model
 from hvt.ingest.synthetic import MOTION_CLASSES, encode_h264, render_clip
 from hvt.model import create_model
+from hvt.model.zoo import model_from_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 

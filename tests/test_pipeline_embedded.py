@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from hvt import registry
-from hvt.evaluation.evaluate import model_from_state
+from hvt.model.zoo import model_from_state
 from hvt.train.trainer import resolve_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -26,9 +26,10 @@ from ray.train.torch import TorchTrainer
 
 from hvt.config import ScalingSpec
 from hvt.data import DataConfig, build_clip_dataset, resolve_shard_urls
-from hvt.evaluation.evaluate import SpendAccumulator, evaluate_batches, model_from_state
+from hvt.evaluation.evaluate import SpendAccumulator, evaluate_batches
 from hvt.evaluation.evaluator import Evaluator
 from hvt.evaluation.metrics import ClipMetrics
+from hvt.model.zoo import model_from_state
 
 log = logging.getLogger(__name__)
 

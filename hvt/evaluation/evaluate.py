@@ -13,23 +13,8 @@ from hvt import storage
 from hvt.data import DataConfig, build_clip_dataset
 from hvt.evaluation.evaluator import Evaluator, VideoScores
 from hvt.evaluation.metrics import ClipMetrics
-from hvt.model import ModelConfig, create_model_from_config
 
 log = logging.getLogger(__name__)
-
-
-def model_from_state(state: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the exact network saved in a training or registry checkpoint and load its weights."""
-
-    model = create_model_from_config(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
-    trained_mode = state.get("trained_halted_token_mode")  # set by `hvt registry import` (released weights)
-    if trained_mode and trained_mode != model.config.halted_token_mode:
-        log.warning(
-            "weights trained in %r halted-token mode run in %r mode: outputs change (see docs/FIDELITY.md)",
-            trained_mode, model.config.halted_token_mode,
-        )
-    return model.eval()
 
 
 GFLOPS_PERCENTILES = (50, 90, 99)

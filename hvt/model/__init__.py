@@ -30,6 +30,7 @@ _LAZY_EXPORTS = {
     "load_pretrained": "pretrained",
     "load_released": "weights",
     "load_weights": "weights",
+    "model_from_state": "zoo",
     "model_macs": "flops",
     "to_released_state_dict": "weights",
 }

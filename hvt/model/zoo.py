@@ -23,11 +23,14 @@ All use MLP ratio 4, qkv bias, LayerNorm eps 1e-6, drop-path 0.1, 8 frames, 400 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from . import flops
 from .config import ModelConfig
 from .haltingvt import HaltingVT
+
+log = logging.getLogger(__name__)
 
 SIZES: dict[str, dict[str, int]] = {
     "nano": dict(embed_dim=32, num_heads=2, depth=4, img_size=32, patch_size=8),
@@ -137,3 +140,20 @@ def flops_summary(
         "block_gflops": [m / flops.GIGA for m in blocks],
         "head_gflops": flops.head_macs(cfg) / flops.GIGA,
     }
+
+
+def model_from_state(state: dict[str, Any]) -> HaltingVT:
+    """Rebuild the exact network saved in a training or registry checkpoint and load its weights (strict), in
+    eval mode. ``state`` holds ``model_config`` (``ModelConfig.to_dict()``) and ``model`` (the state dict); a
+    ``trained_halted_token_mode`` that differs from the config's mode (released weights run in another mode)
+    is logged as a warning, since outputs change. Raises ``RuntimeError`` (torch) on mismatched weights."""
+
+    model = create_model_from_config(state["model_config"])
+    model.load_state_dict(state["model"])
+    trained_mode = state.get("trained_halted_token_mode")  # set by `hvt registry import` (released weights)
+    if trained_mode and trained_mode != model.config.halted_token_mode:
+        log.warning(
+            "weights trained in %r halted-token mode run in %r mode: outputs change (see docs/FIDELITY.md)",
+            trained_mode, model.config.halted_token_mode,
+        )
+    return model.eval()
