@@ -243,7 +243,7 @@ MADE = {  # file -> (codec, B-frames, what the training decoder does with it)
     "mpeg4_bframes.avi": ("mpeg4", 2, "decoder_mismatch"),  # XviD-style AVI with B-frames: seeks go wrong
     "h264_bframes_long.avi": ("libx264", 3, "decoder_mismatch"),
     "h264_bframes.mkv": ("libx264", 3, None),
-    "h264_bframes_in.mov": ("libx264", 3, None),
+    "h264_bframes.mov": ("libx264", 3, None),  # same name as the mkv but for the extension: both kept
     "vp9.mkv": ("libvpx-vp9", None, None),
     "hevc_open_gop.mp4": ("libx265", None, "decoder_mismatch"),  # x265 CRA keyframes: seeking lands late
 }

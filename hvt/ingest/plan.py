@@ -73,16 +73,17 @@ class Plan:
         return out
 
 
-def sample_key(entry: AnnotationEntry, rel: str) -> str:
+def sample_key(entry: AnnotationEntry, rel: str, *, keep_extension: bool = False) -> str:
     """A tar-safe, deterministic key: ``<ytid>_<start:06d>_<end:06d>`` where the entry has a YouTube id,
-    else the video's path under the root without extension. Anything outside ``[A-Za-z0-9_-]`` (path
-    separators, dots, traversal) becomes ``_`` and the key gets a hash of the original, keeping keys unique."""
+    else the video's path under the root without extension (with it when ``keep_extension``: another video
+    differs only by its extension). Anything outside ``[A-Za-z0-9_-]`` (path separators, dots, traversal)
+    becomes ``_`` and the key gets a hash of the original, keeping keys unique."""
     if entry.youtube_id:
         base = entry.youtube_id
         if entry.time_start is not None and entry.time_end is not None:
             base = f"{base}_{entry.time_start:06d}_{entry.time_end:06d}"
     else:
-        base = posixpath.splitext(rel)[0]
+        base = rel if keep_extension else posixpath.splitext(rel)[0]
     safe = _UNSAFE.sub("_", base)
     if safe != base or len(safe) > _MAX_KEY or not safe:
         safe = f"{safe[: _MAX_KEY - 13]}-{hashlib.sha256(base.encode()).hexdigest()[:12]}"
@@ -235,7 +236,7 @@ def build_plan(config: ShardConfig, workdir: str) -> Plan:
             if isinstance(label, str):
                 reject(rejects, entry, reasons.UNKNOWN_LABEL, label, source=index.url(rel))
                 continue
-            key = sample_key(entry, rel)
+            key = sample_key(entry, rel, keep_extension=index.shares_stem(rel))
             record = {
                 "line": entry.line,
                 "key": key,

@@ -36,6 +36,7 @@ class VideoIndex:
         base = base.rstrip("/")
         self.sizes: dict[str, int] = {}
         self._by_stem: dict[str, str] = {}
+        self._stem_paths: dict[str, int] = {}  # path without extension -> how many videos have it
         if not fs.exists(base):
             log.warning("videos root %s does not exist: every entry will be quarantined as missing", self.root)
             return
@@ -49,6 +50,9 @@ class VideoIndex:
                 continue
             self.sizes[rel] = int(info.get("size") or 0)  # a hidden file is found by its explicit path only
             stem, ext = _split_ext(name)
+            if ext in _EXT_RANK:
+                bare = _split_ext(rel)[0]
+                self._stem_paths[bare] = self._stem_paths.get(bare, 0) + 1
             if ext in _EXT_RANK and not hidden:
                 current = self._by_stem.get(stem)
                 if current is None or self._rank(rel) < self._rank(current):
@@ -58,6 +62,10 @@ class VideoIndex:
     @staticmethod
     def _rank(rel: str) -> tuple[int, int, str]:
         return (_EXT_RANK.get(_split_ext(rel)[1], 99), len(rel), rel)
+
+    def shares_stem(self, rel: str) -> bool:
+        """True when another video under the root differs from ``rel`` only by its extension (``x.mkv``, ``x.mov``)."""
+        return self._stem_paths.get(_split_ext(rel)[0], 0) > 1
 
     def __len__(self) -> int:
         return len(self.sizes)
