@@ -160,9 +160,21 @@ def atomic_open(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
         raise ValueError(f"atomic_open is for writing, got mode {mode!r}")
     fs, path = get_fs(url)
     if not is_local(url):
-        with fs.open(path, mode) as handle:
+        handle = fs.open(path, mode)
+        try:
             yield handle
             fault_point("write")
+        except BaseException:
+            # closing would upload what was written so far: abort the upload instead, so nothing appears
+            discard = getattr(handle, "discard", None)
+            if discard is not None:
+                try:
+                    discard()
+                except Exception:  # noqa: BLE001 - the original error is the one to report
+                    pass
+            handle.closed = True
+            raise
+        handle.close()
         return
     parent = os.path.dirname(path)
     if parent:

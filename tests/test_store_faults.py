@@ -267,3 +267,27 @@ def test_json_output_is_json_only_even_when_something_prints(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["healthy"] is True
     assert "warning from a library" in proc.stderr and "stray print" in proc.stderr
+
+
+def test_transient_errors_are_retried_within_a_bound_then_one_line(monkeypatch):
+    from hvt import store_faults
+
+    monkeypatch.setattr(store_faults, "_FIRST_DELAY", 0.01)
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return "ok"
+
+    assert store_faults.retrying(flaky, "s3://bucket/x", "reading", budget=5) == "ok" and len(calls) == 3
+    with pytest.raises(store_faults.StoreUnavailableError) as caught:
+        store_faults.retrying(lambda: (_ for _ in ()).throw(TimeoutError("timed out")), "s3://bucket/p/x",
+                              "reading", budget=0.2)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("store s3://bucket unavailable while reading s3://bucket/p/x")
+    with pytest.raises(FileNotFoundError):  # not transient: not retried
+        store_faults.retrying(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")), "s3://b/x", "reading")
+    assert store_faults.is_transient(RuntimeError("An error occurred (SlowDown) when calling PutObject"))
+    assert not store_faults.is_transient(ValueError("bad input"))

@@ -96,3 +96,13 @@ def test_outage_mid_shard_is_one_clear_error_then_exact_resume(server, tmp_path)
     manifest = storage.read_bytes(resumed["manifest_url"])
     assert json.loads(manifest)["splits"] == json.loads(open(reference["manifest_url"]).read())["splits"]
     assert check_store(store, repair=True, grace_s=0).healthy
+
+
+def test_failed_streamed_write_leaves_no_object_on_s3(server):
+    url = f"s3://{server.bucket}/partial/shard.tar"
+    with pytest.raises(RuntimeError, match="source went away"):
+        with storage.atomic_open(url, "wb") as handle:
+            handle.write(b"x" * (6 << 20))  # past the first multipart part
+            raise RuntimeError("source went away")
+    _fresh(url)
+    assert not storage.exists(url)

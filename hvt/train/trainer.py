@@ -195,6 +195,12 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
+        if storage.is_transient(err):  # the store went away under the workers: one line, the run resumes
+            raise storage.StoreUnavailableError(
+                f"training run {run_name} stopped: the store {storage.resolve_store(cfg.store)} became unavailable "
+                f"({str(err).strip().splitlines()[-1][:160]}). Check that it is up and reachable, then re-run the "
+                "same command: it resumes from the last checkpoint"
+            ) from err
         raise TrainingError(f"training run {run_name} failed: {err}") from err
     best = result.get_best_checkpoint("val_top1", "max") if hasattr(result, "get_best_checkpoint") else None
     checkpoint = best or result.checkpoint
