@@ -149,7 +149,7 @@ def train_row(row: Row, args, seed: int, epochs_views: list[dict], val: dict, nu
     """Train one row with one seed (model init and batch order) on the shared views; its final metrics."""
     cfg = train_config(row, args, seed)
     seed_everything(cfg.seed)
-    model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides).to(device)
+    model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model_overrides()).to(device)
     n_train = len(epochs_views[0]["label"])
     steps_per_epoch = -(-n_train // cfg.optim.batch_size)
     optimizer, scheduler = make_optimization(model, cfg, steps_per_epoch)

@@ -17,7 +17,12 @@ from hvt.data.config import DataConfig
 
 
 class ModelSpec(BaseModel):
-    """Which network to build: a registered variant name plus overrides (names as in ``create_model``)."""
+    """Which network to build: a registered variant name plus overrides (names as in ``create_model``).
+
+    The clip geometry is not set here: the model takes its frames and image size from the data config
+    (``TrainConfig.model_overrides()``); ``TrainConfig`` checks the overrides (keys, values) when it is built,
+    so a typo fails where parameters enter (CLI, flow parameters, ``--config`` JSON), before Ray starts.
+    """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -166,6 +171,33 @@ class TrainConfig(BaseModel):
                 f"and set val_views (e.g. '{self.data.num_clips}x{self.data.test_crops}') for multi-view validation"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_model(self) -> TrainConfig:
+        geometry = self._geometry()
+        for key, value in geometry.items():
+            given = self.model.overrides.get(key)
+            if given is not None and given != value:
+                raise ValueError(
+                    f"model.overrides.{key}={given!r} disagrees with the clip geometry (data.num_frames="
+                    f"{self.data.num_frames}, data.crop_size={self.data.crop_size}): the model takes its frames and "
+                    "image size from the data config; drop the override or change data"
+                )
+        from hvt.model.zoo import get_config  # torch: only where a training configuration is really built
+
+        try:
+            get_config(self.model.name, **self.model_overrides()).validate()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model {self.model.name!r}: {err}") from None
+        return self
+
+    def _geometry(self) -> dict[str, int]:
+        return {"num_frames": self.data.num_frames, "img_size": self.data.crop_size}
+
+    def model_overrides(self) -> dict[str, Any]:
+        """``create_model`` overrides of this run: ``model.overrides`` plus the clip geometry from ``data``
+        (``num_frames``, ``img_size`` = ``crop_size``), the one place frames and size are set."""
+        return {**self.model.overrides, **self._geometry()}
 
     @model_validator(mode="after")
     def _check_names(self) -> TrainConfig:

@@ -79,3 +79,35 @@ def test_static_clip_class_loss_can_be_switched_off():
     paper = compute_loss(Out(), y, motion_y, TrainConfig())
     motion_only = compute_loss(Out(), y, motion_y, TrainConfig(optim={"static_class_loss_weight": 0.0}))
     assert motion_only["ce"] < 0.05 < paper["ce"]
+
+
+def test_the_model_takes_its_clip_geometry_from_the_data_config(tmp_path):
+    from hvt.model import get_config
+
+    cfg = train_config_from_args(_args("--store", str(tmp_path), "--sampling", "4x2x1", "--crop-size", "112",
+                                       "--model", "haltingvt-micro-g03-b10"))
+    built = get_config(cfg.model.name, **cfg.model_overrides())
+    assert (built.num_frames, built.img_size) == (4, 112) == (cfg.data.num_frames, cfg.data.crop_size)
+    # an override that agrees is accepted; one that disagrees is refused, naming both
+    agreeing = {**cfg.model_dump(mode="json"), "model": {"name": cfg.model.name, "overrides": {"img_size": 112}}}
+    assert TrainConfig.model_validate(agreeing).model_overrides()["img_size"] == 112
+    clashing = {**agreeing, "model": {"name": cfg.model.name, "overrides": {"num_frames": 8}}}
+    with pytest.raises(ValueError, match=r"model.overrides.num_frames=8 disagrees .*data.num_frames=4"):
+        TrainConfig.model_validate(clashing)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("keep_rat=0.3", "unknown override 'keep_rat'"),
+        ("keep_rate=1.5", "keep_rate values must be numbers in"),
+        ('keep_rate="half"', "keep_rate values must be numbers in"),
+        ("keep_rate=[0.5,0.7]", "only the last Glimpser block may keep fewer"),
+        ("halted_token_mode=drop", "halted_token_mode"),
+    ],
+)
+def test_bad_model_overrides_fail_where_parameters_enter(tmp_path, override, message):
+    """Before any Ray worker exists: the CLI turns them into one-line InputErrors naming the key."""
+    with pytest.raises(InputError, match=message) as caught:
+        train_config_from_args(_args("--store", str(tmp_path), "--model-override", override))
+    assert "\n" not in str(caught.value)

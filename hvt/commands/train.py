@@ -121,7 +121,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     try:
         return TrainConfig.model_validate(base)
     except ValidationError as err:
-        raise InputError(f"invalid training configuration:\n{err}") from err
+        raise InputError(f"invalid training configuration: {validation_summary(err)}") from err
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -162,3 +162,13 @@ def run(args: argparse.Namespace) -> int:
             reg = summary["registry"]
             print(f"registered {reg['model']} {reg['version']} at {reg['path']} ({reg['reason']})")
     return 0
+
+
+def validation_summary(err: Exception) -> str:
+    """A pydantic ``ValidationError`` as one line: ``where: what`` for each problem, joined by ``; ``."""
+    problems = []
+    for item in err.errors():  # type: ignore[attr-defined]
+        where = ".".join(str(part) for part in item["loc"]) or "config"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if item["loc"] else message)
+    return "; ".join(problems).replace("\n", " ")

@@ -67,7 +67,8 @@ class DataConfig(BaseModel):
     decode_threads: int = Field(
         1, ge=0, description="decord threads per video (0 = decord's automatic choice)"
     )
-    batch_size: int = Field(4, ge=1, description="rows per map_batches call in a decode actor")
+    decode_batch_rows: int = Field(4, ge=1, description="rows per map_batches call in a decode actor (clips per "
+                                   "training step are OptimConfig.batch_size)")
 
     seed: int = 0
     """Seeds the shard order and within-shard shuffle (new order each epoch, replayable on read retries). Decode

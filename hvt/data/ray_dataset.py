@@ -198,7 +198,7 @@ def build_clip_dataset(
     return samples.map_batches(
         decoder,
         fn_constructor_kwargs=decoder_kwargs,
-        batch_size=config.batch_size,
+        batch_size=config.decode_batch_rows,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.decode_workers),
         num_cpus=config.decode_cpus,

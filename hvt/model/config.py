@@ -69,8 +69,12 @@ class ModelConfig:
         if len(self.keep_rate) != self.glimpser_depth:
             bad(f"keep_rate needs one value per glimpser block ({self.glimpser_depth}), got {self.keep_rate}")
         for r in self.keep_rate:
-            if not 0.0 < r <= 1.0:
-                bad(f"keep_rate values must be in (0, 1], got {r}")
+            if not isinstance(r, (int, float)) or not 0.0 < r <= 1.0:
+                bad(f"keep_rate values must be numbers in (0, 1], got {r!r}")
+        if any(r < 1.0 for r in self.keep_rate[:-1]):
+            # patches kept by an earlier block sit in rank order, so the next block's temporal attention would
+            # mix patches of different positions across frames (the released configs select in the last only)
+            bad(f"keep_rate {tuple(self.keep_rate)}: only the last Glimpser block may keep fewer than all patches")
         if self.halting and self.glimpser_depth >= self.depth:
             bad("halting needs at least one joint block after the glimpser")
         if self.halted_token_mode not in HALTED_TOKEN_MODES:

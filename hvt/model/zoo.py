@@ -87,6 +87,8 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
     gdepth = changes.get("glimpser_depth", cfg.glimpser_depth)
     if "keep_rate" in changes:
         kr = changes["keep_rate"]
+        if isinstance(kr, str) or not isinstance(kr, (int, float, list, tuple)):
+            raise ValueError(f"keep_rate values must be numbers in (0, 1], got {kr!r}")
         if isinstance(kr, (int, float)):
             if gdepth == 0:
                 raise ValueError(f"{name!r} has no Glimpser blocks: keep_rate needs glimpser_depth > 0")

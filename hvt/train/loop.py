@@ -171,7 +171,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     configure_backends(device)
 
-    model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
+    model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model_overrides())
     checkpoint = ray.train.get_checkpoint()
     if cfg.model.pretrained and checkpoint is None:  # a resumed run continues from its checkpoint instead
         load_pretrained(model, cfg.model.pretrained)

@@ -177,7 +177,7 @@ def check_pretrained(cfg: TrainConfig, dataset: DatasetRef) -> None:
         return
     from hvt.model import WeightsError, create_model, load_pretrained
 
-    model = create_model(cfg.model.name, num_classes=len(dataset.classes), **cfg.model.overrides)
+    model = create_model(cfg.model.name, num_classes=len(dataset.classes), **cfg.model_overrides())
     try:
         load_pretrained(model, cfg.model.pretrained)
     except WeightsError as err:
