@@ -18,6 +18,7 @@ _USER_ERROR_TYPES = (
     ("hvt.storage", "StoreError"),
     ("hvt.train.trainer", "TrainingError"),
     ("hvt.ingest.shard", "ShardingError"),
+    ("hvt.ingest.versions", "DatasetError"),
     ("hvt.ingest.annotations", "AnnotationError"),
     ("hvt.data.video_reader", "VideoDecodeError"),
     ("hvt.model.weights", "WeightsError"),

@@ -27,12 +27,13 @@ from hvt.evaluation.distributed import evaluate_distributed
 from hvt.evaluation.evaluate import evaluate_model, halting_depths, read_clips
 from hvt.evaluation.evaluator import select_device, with_views
 from hvt.evaluation.report import render_report
+from hvt.ingest.versions import DatasetRef
 from hvt.integrity import SplitCheck, check_splits
 from hvt.model import ModelConfig
 from hvt.model.flops import GIGA, dense_config, model_macs
 from hvt.model.zoo import model_from_state
 from hvt.train.state import load_train_state
-from hvt.train.trainer import DatasetRef, TrainResult
+from hvt.train.trainer import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +317,8 @@ def evaluate_registered(
 
     The checkpoint is verified and the dataset resolved before Ray starts (``ray_address``: None = a local Ray,
     unless one is running in this process already), so a refused checkpoint costs no cluster."""
+    from hvt.ingest.versions import resolve_dataset
     from hvt.train.ray_env import ensure_ray
-    from hvt.train.trainer import resolve_dataset
 
     version = registry.get_version(store, model_name, ref)
     payload = registry.load_checkpoint(version)

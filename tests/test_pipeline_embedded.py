@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from hvt import registry
+from hvt.ingest.versions import resolve_dataset
 from hvt.model.zoo import model_from_state
-from hvt.train.trainer import resolve_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -20,9 +20,10 @@ from hvt.data import DataConfig
 from hvt.evaluation import plots
 from hvt.evaluation.evaluate import read_clips
 from hvt.ingest import ShardConfig, make_synthetic_dataset, shard_dataset
+from hvt.ingest.versions import resolve_dataset
 from hvt.model import create_model
 from hvt.stages import register_run
-from hvt.train.trainer import TrainResult, resolve_dataset
+from hvt.train.trainer import TrainResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DATA = DataConfig(num_frames=8, frame_interval=2, train_short_side=(32, 40), test_short_side=32, crop_size=32,

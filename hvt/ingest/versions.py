@@ -8,10 +8,12 @@ it was committed is kept out of the manifest — so that a re-run produces the s
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 
 from hvt import storage
 
@@ -20,6 +22,10 @@ VERSION_FILE = "version.json"
 QUARANTINE = "quarantine.jsonl"
 
 log = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """No such dataset (version) in the store, or its manifest is damaged; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -119,3 +125,48 @@ def shard_urls(manifest_url: str, split: str) -> list[str]:
         raise KeyError(f"split {split!r} not in {manifest_url} (splits: {known})")
     base = posixpath.dirname(manifest_url) if "://" in manifest_url else manifest_url.rsplit("/", 1)[0]
     return [storage.join(base, shard["path"]) for shard in splits[split]["shards"]]
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A committed dataset version as training and evaluation use it: where it is and its parsed manifest."""
+
+    name: str
+    version: str
+    path: str
+    manifest: dict[str, Any]
+    manifest_sha256: str
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    def split_samples(self, split: str) -> int:
+        info = self.manifest.get("splits", {}).get(split)
+        if not info:
+            return 0
+        return int(info.get("samples", sum(s.get("samples", 0) for s in info.get("shards", []))))
+
+
+def resolve_dataset(store: str, name: str, version: str | None) -> DatasetRef:
+    """The dataset version to train or evaluate on (newest when ``version`` is None), with its manifest and the
+    manifest's sha256. Raises ``DatasetError`` (one line, what to do) when there is none or it is damaged."""
+    store = storage.resolve_store(store)
+    if version is None:
+        latest = latest_dataset_version(store, name)
+        if latest is None:
+            raise DatasetError(
+                f"no dataset {name!r} in store {store}: shard one first (`hvt shard ... --name {name}`)"
+            )
+        version = latest.version
+    path = storage.join(store, "datasets", name, version)
+    manifest_url = storage.join(path, "manifest.json")
+    if not storage.exists(manifest_url):
+        raise DatasetError(f"dataset {name} version {version} has no manifest at {manifest_url}; re-run sharding")
+    raw = storage.read_bytes(manifest_url)
+    try:
+        manifest = json.loads(raw)
+    except ValueError as err:
+        raise DatasetError(f"dataset {name} version {version}: {manifest_url} is damaged ({err}); re-run sharding "
+                            "or run `hvt store check`") from None
+    return DatasetRef(name, version, path, manifest, hashlib.sha256(raw).hexdigest())

@@ -6,7 +6,6 @@ The run is named deterministically from the config and the dataset version, and 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from hvt import storage
 from hvt.config import TrainConfig
 from hvt.data import build_clip_dataset
 from hvt.evaluation.evaluator import with_views
-from hvt.ingest import latest_dataset_version
+from hvt.ingest.versions import DatasetRef, resolve_dataset
 from hvt.integrity import SplitCheck, check_splits
 from hvt.train.loop import BATCH_COLUMNS, train_loop_per_worker
 from hvt.train.ray_env import ensure_ray
@@ -33,25 +32,6 @@ class TrainingError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DatasetRef:
-    name: str
-    version: str
-    path: str
-    manifest: dict[str, Any]
-    manifest_sha256: str
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
-
-    def split_samples(self, split: str) -> int:
-        info = self.manifest.get("splits", {}).get(split)
-        if not info:
-            return 0
-        return int(info.get("samples", sum(s.get("samples", 0) for s in info.get("shards", []))))
-
-
-@dataclass(frozen=True)
 class TrainResult:
     run_name: str
     run_path: str
@@ -59,31 +39,6 @@ class TrainResult:
     metrics: dict[str, Any]
     dataset: DatasetRef
     data_checks: dict[str, SplitCheck] = field(default_factory=dict)  # per split: shards read, shards left out
-
-
-def resolve_dataset(store: str, name: str, version: str | None) -> DatasetRef:
-    """The dataset version to train on (newest when ``version`` is None), with its manifest."""
-    store = storage.resolve_store(store)
-    if version is None:
-        latest = latest_dataset_version(store, name)
-        if latest is None:
-            raise TrainingError(
-                f"no dataset {name!r} in store {store}: shard one first (`hvt shard ... --name {name}`)"
-            )
-        version = latest.version
-    path = storage.join(store, "datasets", name, version)
-    manifest_url = storage.join(path, "manifest.json")
-    if not storage.exists(manifest_url):
-        raise TrainingError(f"dataset {name} version {version} has no manifest at {manifest_url}; re-run sharding")
-    raw = storage.read_bytes(manifest_url)
-    import json
-
-    try:
-        manifest = json.loads(raw)
-    except ValueError as err:
-        raise TrainingError(f"dataset {name} version {version}: {manifest_url} is damaged ({err}); re-run sharding "
-                            "or run `hvt store check`") from None
-    return DatasetRef(name, version, path, manifest, hashlib.sha256(raw).hexdigest())
 
 
 def _run_storage(store: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
