@@ -150,3 +150,19 @@ def test_ddp_options_follow_the_model():
     plain.motion_head = torch.nn.Linear(2, 2)
     off = TrainConfig(optim=OptimConfig(motion_loss_weight=0.0))
     assert step_mod.ddp_kwargs(plain, off) == {"find_unused_parameters": True}
+
+
+def test_runtime_flags_build_the_config_and_leave_the_run_name(tmp_path):
+    import argparse
+
+    from hvt.commands.train import add_train_config_arguments, train_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_config_arguments(parser)
+    plain = train_config_from_args(parser.parse_args(["--store", str(tmp_path)]))
+    tuned = train_config_from_args(parser.parse_args(["--store", str(tmp_path), "--compile", "--peak-tflops", "989",
+                                                      "--log-every", "10"]))
+    assert (tuned.runtime.compile, tuned.runtime.peak_tflops, tuned.runtime.log_every_steps) == (True, 989.0, 10)
+    assert not plain.runtime.compile and plain.runtime.ordered_data
+    # how a run executes is not what it computes: the same run (and its checkpoints) either way
+    assert plain.resolved_run_name("v1") == tuned.resolved_run_name("v1")

@@ -46,6 +46,11 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad-shards", action="store_true",
                         help="leave out shards that fail their manifest sha256/count check (counted in the run's "
                         "metrics) instead of stopping with an error")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model's fixed-shape parts (RuntimeSpec.compile; pays off on GPUs)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak bf16 TFLOP/s for MFU (default: known GPUs by name; none on CPU)")
+    parser.add_argument("--log-every", type=int, default=None, help="optimiser steps between throughput/MFU lines")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -73,7 +78,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise InputError(f"--config {args.config}: file not found") from err
         except json.JSONDecodeError as err:
             raise InputError(f"--config {args.config}: not valid JSON ({err})") from err
-    for section in ("model", "data", "optim", "scaling"):
+    for section in ("model", "data", "optim", "scaling", "runtime"):
         base.setdefault(section, {})
     if args.recipe:
         from hvt.config import OptimConfig
@@ -102,12 +107,16 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         ("min_workers", "scaling", "min_workers"),
         ("ray_address", "scaling", "ray_address"),
         ("crop_size", "data", "crop_size"),
+        ("peak_tflops", "runtime", "peak_tflops"),
+        ("log_every", "runtime", "log_every_steps"),
     ):
         value = getattr(args, flag)
         if value is not None:
             base[section][key] = value
     if args.gpu:
         base["scaling"]["use_gpu"] = True
+    if args.compile:
+        base["runtime"]["compile"] = True
     if args.seed is not None:
         base["seed"] = args.seed
     if getattr(args, "skip_bad_shards", False):

@@ -76,7 +76,7 @@ def packed_attention(qkv: Tensor, packing: Packing, num_heads: int) -> Tensor:
             out = _nested_attention(parts, packing)
             PATH_CALLS["nested"] += 1
             return out.reshape(n, dim)
-        except (RuntimeError, NotImplementedError) as err:  # an older torch or an unsupported shape: stay exact
+        except Exception as err:  # noqa: BLE001 - an older torch or an unsupported shape: stay exact
             _disable_nested(err)
     PATH_CALLS["per_sample"] += 1
     outs = []
@@ -120,6 +120,6 @@ def _nested_attention(parts: Tensor, packing: Packing) -> Tensor:
         )
         return nt.transpose(1, 2)
 
-    q, k, v = (jagged(parts[:, i]) for i in range(3))
+    q, k, v = (jagged(parts[:, i].contiguous()) for i in range(3))
     out = F.scaled_dot_product_attention(q, k, v)  # [B', heads, j, head_dim]
     return out.transpose(1, 2).values()
