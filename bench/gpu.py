@@ -296,7 +296,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (nano variants, depth 8, 4x32^2)")
     ap.add_argument("--json", action="store_true", help="also print the rows as one JSON list")
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
-    ap.add_argument("--budget-s", type=float, default=400.0, help="skip rows that would start after this")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip rows that would start after this many seconds (default 400; --smoke: no limit)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the device's bf16 peak for MFU")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled training rows")
     ap.add_argument("--active-fraction", type=float, default=0.55)
@@ -308,12 +309,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.check_batch, args.train_batch, args.infer_batch = 4, 4, 4
         args.train_warmup, args.train_steps, args.infer_warmup, args.infer_reps = 1, 2, 1, 2
         args.compile_backend = "eager"  # dynamo capture only: checks the compile path without a C++ toolchain
+        args.budget_s = args.budget_s or float("inf")  # a loaded CPU must not turn rows into skips
     else:
         args.device = args.device or "cuda"
         args.size_name, args.frames, args.size, args.overrides = "s", 8, 224, {}
         args.check_batch, args.train_batch, args.infer_batch = 8, 16, 64
         args.train_warmup, args.train_steps, args.infer_warmup, args.infer_reps = 3, 10, 2, 5
         args.compile_backend = "inductor"
+        args.budget_s = args.budget_s or 400.0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         _die(f"no CUDA device visible to torch {torch.__version__} (cuda build: {torch.version.cuda}); "
              "run on the GPU machine, or use --smoke for the CPU check")
