@@ -5,7 +5,7 @@ Kept free of heavy imports: the CLI's parser and every command's ``--help`` load
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 
 class InputError(ValueError):
@@ -30,5 +30,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """The exception types the CLI reports as one line (exit code 2) instead of a traceback."""
     errors: list[type[BaseException]] = [InputError, FileNotFoundError]
     for module, name in _USER_ERROR_TYPES:
-        errors.append(getattr(importlib.import_module(module), name))
+        # only modules already imported: an error type whose module never loaded cannot have been raised, and
+        # importing them here would load torch and Ray just to print one line
+        loaded = sys.modules.get(module)
+        if loaded is not None and hasattr(loaded, name):
+            errors.append(getattr(loaded, name))
     return tuple(errors)

@@ -285,14 +285,18 @@ def register_run(
         lineage=lineage,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    champion_ref = registry.get_alias(cfg.store, model_name)
-    if champion_ref is None:
-        promoted, reason = True, "first version: no champion yet"
-    else:
-        champion = registry.get_version(cfg.store, model_name, champion_ref)
-        promoted, reason = registry.beats(metrics, champion.metrics)
-    if promoted:
-        registry.set_alias(cfg.store, model_name, version.version, reason=reason)
+    try:
+        champion_ref = registry.get_alias(cfg.store, model_name)
+        if champion_ref is None:
+            promoted, reason = True, "first version: no champion yet"
+        else:
+            champion = registry.get_version(cfg.store, model_name, champion_ref)
+            promoted, reason = registry.beats(metrics, champion.metrics)
+        if promoted:
+            registry.set_alias(cfg.store, model_name, version.version, reason=reason)
+    except registry.RegistryError as err:  # the new version is registered; only the champion decision failed
+        promoted, reason = False, f"registered but not promoted: {err}"
+        log.warning("%s %s: %s", model_name, version.version, reason)
     log.info("%s %s: %s", model_name, version.version, reason)
     return RegisteredModel(version, promoted, reason)
 

@@ -110,6 +110,13 @@ class _Checker:
         except FileNotFoundError:
             return []
 
+    def holds_files(self, url: str) -> bool:
+        """False for a folder with no file in it (object stores may keep an empty "folder" marker after its
+        objects were removed: it holds nothing, so it is neither a version nor a leftover)."""
+        _, path = storage.get_fs(url)
+        found = storage.retrying(lambda: self.fs.find(path), url, "listing")
+        return any(not name.endswith("/") and name.rstrip("/") != path.rstrip("/") for name in found)
+
     def temp_leftovers(self, folder: str, entries: list[dict]) -> None:
         for info in entries:
             name = posixpath.basename(info["name"].rstrip("/"))
@@ -127,6 +134,8 @@ class _Checker:
                     self.dataset_version(url)
 
     def dataset_version(self, url: str) -> None:
+        if not self.holds_files(url):
+            return
         entries = self.listing(url)
         names = {posixpath.basename(i["name"].rstrip("/")) for i in entries}
         self.temp_leftovers(url, entries)
@@ -205,6 +214,8 @@ class _Checker:
                 if name == registry.STAGING:
                     for staged in storage.listdir(url):
                         leftover = storage.join(url, staged)
+                        if not self.holds_files(leftover) and not storage.is_local(leftover):
+                            continue
                         self.find("leftover", leftover, "staged registration that never got a version number "
                                   "(the writer was interrupted)", "removed", self.remove(leftover))
                 elif registry._VERSION_RE.match(name):
@@ -214,6 +225,10 @@ class _Checker:
             self.aliases(model, mdir)
 
     def version(self, model: str, vdir: str) -> None:
+        if not self.holds_files(vdir):
+            if storage.is_local(vdir):  # an empty folder would make registrations skip its number
+                self.find("leftover", vdir, "empty version folder", "removed", self.remove(vdir))
+            return
         entries = self.listing(vdir)
         self.temp_leftovers(vdir, entries)
         record_url = storage.join(vdir, registry.RECORD)
@@ -267,6 +282,8 @@ class _Checker:
             return
         bucket = self._path(self.store).split("/", 1)[0]
         for info in self.listing(f"s3://{bucket}/{PROBE_FOLDER}"):
+            if info.get("type") == "directory" or info["name"].endswith("/"):
+                continue  # an empty folder marker
             url = "s3://" + info["name"]
             self.find("leftover", url, "conditional-write probe object", "removed", self.remove(url))
 

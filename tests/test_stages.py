@@ -177,3 +177,18 @@ def test_registering_the_same_run_checkpoint_again_returns_its_version(dataset, 
     assert [v.version for v in registry.list_versions(store, "tiny")] == before
     assert registry.get_alias(store, "tiny") == champion
     assert first[0].created
+
+
+def test_damaged_champion_alias_keeps_the_new_version_and_does_not_promote(dataset, first):
+    """A champion alias file left damaged (e.g. by hand) must not cost the run its registration."""
+    store, ref = dataset
+    alias = Path(store) / "registry" / "tiny" / "aliases" / "champion.json"
+    saved = alias.read_bytes()
+    alias.write_bytes(b"")
+    try:
+        registered, _ = _register(store, ref, seed=9, top1=0.9)
+        assert registered.created and not registered.promoted
+        assert "not promoted" in registered.promotion_reason and "damaged alias" in registered.promotion_reason
+        assert registry.verify_version(registered.version) == []
+    finally:
+        alias.write_bytes(saved)
