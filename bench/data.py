@@ -196,7 +196,7 @@ def ray_run(version: str, config: DataConfig, workers: int) -> tuple[float, floa
     cfg = config.model_copy(update={"decode_workers": workers, "decode_cpus": 1.0})
     ds = build_clip_dataset(version, "train", cfg, training=True, decoder=TimedDecodeClips)
     start, stamps, rss = time.time(), [], []
-    for batch in ds.iter_batches(batch_size=cfg.batch_size, batch_format="numpy"):
+    for batch in ds.iter_batches(batch_size=cfg.decode_batch_rows, batch_format="numpy"):
         stamps.extend(batch["done_at"].tolist())
         rss = _actor_rss_mb() or rss
     stamps.sort()

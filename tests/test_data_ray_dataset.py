@@ -47,7 +47,7 @@ def test_training_dataset_streams_labelled_clips_and_counts_bad_samples(version)
     try:
         config = DataConfig(
             num_frames=4, frame_interval=16, crop_size=112, train_short_side=(128, 160), test_short_side=128,
-            decode_workers=2, decode_cpus=0.5, batch_size=2, shuffle_buffer=4,
+            decode_workers=2, decode_cpus=0.5, decode_batch_rows=2, shuffle_buffer=4,
         )  # fmt: skip
         ds = build_clip_dataset(version, "train", config, training=True)
         seen, failed = {}, 0

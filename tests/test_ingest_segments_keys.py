@@ -158,7 +158,7 @@ def test_training_dataset_yields_or_counts_every_manifest_sample(odd_keys) -> No
     from hvt.data import build_clip_dataset
 
     config = DataConfig(num_frames=4, frame_interval=2, crop_size=32, train_short_side=(40, 48), test_short_side=40,
-                        decode_workers=1, decode_cpus=0.5, batch_size=2, shuffle_buffer=2)
+                        decode_workers=1, decode_cpus=0.5, decode_batch_rows=2, shuffle_buffer=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         for result in odd_keys:

@@ -1,7 +1,7 @@
 """The training decoder itself: decord reading a video's frames from memory, quietly, with one-line errors.
 
-Kept free of torch: shard-time checks (``hvt.ingest.framecheck``) read through exactly this code, and sharding
-workers should not pay for loading torch (``tests/test_architecture.py`` checks the ingest path stays torch-free).
+Kept apart from the augmentation code: shard-time checks (``hvt.ingest.framecheck``) read through exactly this
+code, so what the check accepts is what training will read.
 """
 
 from __future__ import annotations

@@ -8,14 +8,14 @@ Runs in a worker (a local process or a Ray task): everything it needs travels in
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import webdataset
 
 from hvt import storage
 from hvt.ingest import reasons
@@ -108,14 +108,10 @@ class _HashingWriter:
         self._sink.flush()
 
 
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0  # reproducible bytes: no clock, no owner
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
+def _tar_writer(stream: _HashingWriter) -> webdataset.TarWriter:
+    """webdataset's own writer over ``stream``: members ``<key>.<ext>`` (video bytes) and ``<key>.json`` per
+    sample; reproducible bytes (no clock, no owner names); bytes in, bytes out (no encoder, nothing pickled)."""
+    return webdataset.TarWriter(stream, user="", group="", mode=0o644, mtime=0.0, encoder=False)
 
 
 def _read_source(url: str, retries: int) -> bytes:
@@ -230,10 +226,12 @@ def _write_once(task: ShardTask) -> dict:
     if first is not None:
         with storage.atomic_open(task.tar_url, "wb") as handle:
             writer = _HashingWriter(handle)
-            with tarfile.open(fileobj=writer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            tar = _tar_writer(writer)
+            try:
                 for key, ext, data, meta in _chain(first, items):
-                    _tar_member(tar, f"{key}.{ext}", data)
-                    _tar_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+                    tar.write({"__key__": key, ext: data, "json": json.dumps(meta, sort_keys=True).encode()})
+            finally:
+                tar.close()
             digest = {"sha256": writer.sha256.hexdigest(), "bytes": writer.bytes}
     by_reason: dict[str, int] = {}
     for record in quarantined:
