@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hvt.config import OptimConfig, ScalingSpec, TrainConfig
-from hvt.train.loop import seed_everything, train_one_epoch
+from hvt.train.loop import progress_line, seed_everything, train_one_epoch
 
 
 class LinearClipModel(torch.nn.Module):
@@ -112,3 +112,12 @@ def test_recipe_and_elastic_flags_build_the_config(tmp_path):
     assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.warmup_epochs) == ("adam", 1e-5, 5)
     assert cfg.optim.epochs == 3  # the flag wins over the recipe
     assert cfg.scaling.ray_num_workers == (2, 4)
+
+
+def test_progress_line_names_each_figure_of_the_epoch():
+    """The per-epoch line `make demo` shows: 1-based epoch of the total, loss, val top-1, GFLOPs, clips/s."""
+    metrics = {"epoch": 2, "train_loss": 1.23456, "val_top1": 0.5625, "val_gflops": 0.052712,
+               "train_clips_per_s": 41.26, "val_top5": 1.0}
+    assert progress_line(metrics, 40) == (
+        "epoch 3/40: loss 1.235, val top-1 0.562, 0.0527 GFLOPs/clip, 41.3 clips/s"
+    )
