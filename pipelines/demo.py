@@ -1,7 +1,14 @@
 """`make demo`: the main job on the embedded default — in-process Prefect, local Ray, a local folder as store.
 
-Synthesizes the motion video set, shards it, trains a small HaltingVT with Ray Train (2 CPU workers), evaluates
-on val, registers the model and prints val top-1 and where the report is.
+Synthesizes the motion video set, shards it, trains a small HaltingVT with Ray Train (2 CPU workers) on clips that
+Ray Data decodes, evaluates on val, registers the model and prints val top-1 and where the report is. While it
+trains, rank 0 logs one line per epoch (``hvt.train.loop.progress_line``)::
+
+    (RayTrainWorker pid=...) epoch 13/40: loss 0.673, val top-1 0.600, 0.0513 GFLOPs/clip, 7.1 clips/s
+
+The run is repeatable: the same config prints the same figures (clips/s aside) every time (shard order,
+shuffle and augmentation are functions of (seed, epoch, sample key); Ray Data keeps the input order; each
+training worker runs a fixed number of torch threads).
 
     python -m pipelines.demo [--store DIR] [--epochs N]
 """
@@ -24,11 +31,15 @@ DEMO_DATASET = "synthetic-motion"
 
 
 def demo_config(store: str, epochs: int = 40) -> TrainConfig:
-    """Small enough for 2 CPU cores in a few minutes, large enough to really learn motion.
+    """Small enough for 2 CPU cores, large enough to really learn motion.
 
-    The Glimpser keeps 0.3 of each frame's patches: in ``bench/learn.py`` (docs/BENCHMARKS.md) that variant
-    learnt this set best and cheapest (0.77 val top-1 after 20 epochs vs 0.57 for keep 0.5, at 0.46 of the
-    dense GFLOPs)."""
+    The Glimpser keeps 0.3 of each frame's patches: in ``bench/learn.py`` (docs/BENCHMARKS.md, measured before
+    the Glimpser fidelity fix) that variant learnt this set best and cheapest, 0.93 val top-1 after 40 epochs
+    (0.91-0.95 over two seeds) against 0.77 after 20. With the current code it learns less: two runs of
+    ``python -m pipelines.demo`` (2026-11-30, side by side on the shared 2-core machine, load average 13-44)
+    both printed ``val top-1: 0.690 (top-5 1.000; chance 0.250; 0.0533 GFLOPs/clip)`` and the same per-epoch
+    lines (val top-1 0.56-0.69 over epochs 20-40; the flow evaluates the best, epoch 25), in 22.2 and 22.3 min: repeatable, but short of issue 17's
+    0.85 in 5 minutes."""
     return TrainConfig(
         store=store,
         dataset_name=DEMO_DATASET,
