@@ -38,8 +38,8 @@ def demo_config(store: str, epochs: int = 40) -> TrainConfig:
     (0.91-0.95 over two seeds) against 0.77 after 20. With the current code it learns less: two runs of
     ``python -m pipelines.demo`` (2026-11-30, side by side on the shared 2-core machine, load average 13-44)
     both printed ``val top-1: 0.690 (top-5 1.000; chance 0.250; 0.0533 GFLOPs/clip)`` and the same per-epoch
-    lines (val top-1 0.56-0.69 over epochs 20-40; the flow evaluates the best, epoch 25), in 22.2 and 22.3 min: repeatable, but short of issue 17's
-    0.85 in 5 minutes."""
+    lines (val top-1 0.56-0.69 over epochs 20-40; the flow evaluates the best, epoch 25), in 22.2 and 22.3 min:
+    repeatable, but short of issue 17's 0.85 in 5 minutes."""
     return TrainConfig(
         store=store,
         dataset_name=DEMO_DATASET,
