@@ -11,7 +11,6 @@ A sample that cannot be decoded never stops a batch: ``DecodeClips`` returns a z
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import zlib
@@ -23,7 +22,7 @@ from hvt.data.config import DataConfig
 from hvt.data.randaugment import RandAugment
 from hvt.data.static_clips import make_static_training_clip
 from hvt.data.transforms import eval_transform, train_transform
-from hvt.data.video_reader import VideoDecodeError, decoder_message, quiet_decord, stderr_silenced
+from hvt.data.video_reader import VideoDecodeError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +40,13 @@ def decode_sampled_frames(
     data: bytes, sampler: ClipSampler, training: bool, rng: np.random.Generator | None, num_threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`decode_frames` plus the indices it sampled: int64 ``[clips, T]``, in shown frames (0 = first)."""
-    if not data:
-        raise VideoDecodeError("empty video bytes")
-    decord = quiet_decord()
-    try:
-        with stderr_silenced():
-            reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=num_threads)
-            num_frames = len(reader)
-            if num_frames < 1:
-                raise VideoDecodeError("the video has no frames")
-            indices = sampler(num_frames, training, rng)  # [C, T]
-            wanted, inverse = np.unique(indices, return_inverse=True)  # decode each needed frame once, in order
-            frames = reader.get_batch(wanted.tolist()).asnumpy()  # [U, H, W, 3]
-    except VideoDecodeError:
-        raise
-    except Exception as err:  # decord raises DECORDError / RuntimeError with FFmpeg's text
-        raise VideoDecodeError(decoder_message(err)) from None
-    finally:
-        reader = None  # drop the decoder (and its buffers) before the next video
+    with open_video(data, num_threads) as reader:
+        num_frames = len(reader)
+        if num_frames < 1:
+            raise VideoDecodeError("the video has no frames")
+        indices = sampler(num_frames, training, rng)  # [C, T]
+        wanted, inverse = np.unique(indices, return_inverse=True)  # decode each needed frame once, in order
+        frames = reader.get_batch(wanted.tolist()).asnumpy()  # [U, H, W, 3]
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != len(wanted):
         raise VideoDecodeError(f"decoder returned frames of shape {frames.shape} for {len(wanted)} indices")
     return frames[inverse.reshape(indices.shape)], indices  # [C, T, H, W, 3], [C, T]

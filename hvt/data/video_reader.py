@@ -11,6 +11,7 @@ import io
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -59,20 +60,31 @@ def decoder_message(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:300]
 
 
-def read_frames(data: bytes, indices: list[int], num_threads: int = 1) -> tuple[int, np.ndarray]:
-    """The training decoder's view of a video: its frame count and uint8 ``[len(indices), H, W, 3]`` at
-    ``indices`` (sorted, unique), read exactly as :func:`hvt.data.decode.decode_frames` reads them. Raises ``VideoDecodeError``.
-    Used at shard time to check the training decoder against a reference decode."""
+@contextlib.contextmanager
+def open_video(data: bytes, num_threads: int = 1) -> Iterator[Any]:
+    """A ``decord.VideoReader`` over ``data`` in memory, the training decoder. While it is open FFmpeg's stderr
+    is silenced, and any decoder error (opening or reading) becomes a one-line :class:`VideoDecodeError`."""
     if not data:
         raise VideoDecodeError("empty video bytes")
     decord = quiet_decord()
+    reader = None
     try:
         with stderr_silenced():
             reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=num_threads)
-            num_frames = len(reader)
-            frames = reader.get_batch(list(indices)).asnumpy() if indices else np.zeros((0, 1, 1, 3), np.uint8)
+            yield reader
+    except VideoDecodeError:
+        raise
     except Exception as err:  # decord raises DECORDError / RuntimeError with FFmpeg's text
         raise VideoDecodeError(decoder_message(err)) from None
     finally:
-        reader = None
+        reader = None  # drop the decoder (and its buffers) before the next video
+
+
+def read_frames(data: bytes, indices: list[int], num_threads: int = 1) -> tuple[int, np.ndarray]:
+    """The training decoder's view of a video: its frame count and uint8 ``[len(indices), H, W, 3]`` at
+    ``indices`` (sorted, unique), read as :func:`hvt.data.decode.decode_frames` reads them (:func:`open_video`).
+    Raises ``VideoDecodeError``. Used at shard time to check the training decoder against a reference decode."""
+    with open_video(data, num_threads) as reader:
+        num_frames = len(reader)
+        frames = reader.get_batch(list(indices)).asnumpy() if indices else np.zeros((0, 1, 1, 3), np.uint8)
     return num_frames, frames
