@@ -100,6 +100,7 @@ def _sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
 def apply_op(x: torch.Tensor, op: AugOp) -> torch.Tensor:
     """Apply one operation to a whole float clip ``[N,3,H,W]`` (0-255)."""
     name, level = op.name, op.level
+    aspect = x.shape[-2] / x.shape[-1]  # H / W: turns pixel-space rotations and shears into normalised coordinates
     if name == "identity":
         return x
     if name == "autocontrast":
@@ -113,7 +114,7 @@ def apply_op(x: torch.Tensor, op: AugOp) -> torch.Tensor:
     if name == "rotate":
         angle = math.radians(30.0 * level)
         cos, sin = math.cos(angle), math.sin(angle)
-        return _affine(x, [[cos, -sin, 0.0], [sin, cos, 0.0]])
+        return _affine(x, [[cos, -sin * aspect, 0.0], [sin / aspect, cos, 0.0]])  # a true rotation on W != H
     if name == "solarize":
         threshold = 256.0 - 256.0 * abs(level)
         return torch.where(x >= threshold, 255.0 - x, x)
@@ -130,9 +131,9 @@ def apply_op(x: torch.Tensor, op: AugOp) -> torch.Tensor:
     if name == "sharpness":
         return _sharpness(x, 1.0 + 0.9 * level)
     if name == "shear_x":
-        return _affine(x, [[1.0, 0.3 * level, 0.0], [0.0, 1.0, 0.0]])
+        return _affine(x, [[1.0, 0.3 * level * aspect, 0.0], [0.0, 1.0, 0.0]])  # x += 0.3 level y, in pixels
     if name == "shear_y":
-        return _affine(x, [[1.0, 0.0, 0.0], [0.3 * level, 1.0, 0.0]])
+        return _affine(x, [[1.0, 0.0, 0.0], [0.3 * level / aspect, 1.0, 0.0]])
     if name == "translate_x":  # 0.45 of the width at full strength; normalised coordinates span 2
         return _affine(x, [[1.0, 0.0, 0.9 * level], [0.0, 1.0, 0.0]])
     if name == "translate_y":
