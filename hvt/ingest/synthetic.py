@@ -336,7 +336,9 @@ def encode_h264(clip: np.ndarray, *, fps: int, gop: int = GOP, crf: int = 20) ->
             "threads": "1",
         }
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(clip[i], format="rgb24")
+            # RGB -> YUV here, on one thread: left to the encoder, swscale picks its thread count itself and the
+            # bytes then vary now and then between runs and processes (seen in Nov 2026)
+            frame = av.VideoFrame.from_ndarray(clip[i], format="rgb24").reformat(format="yuv420p", threads=1)
             frame.pts = i
             for packet in stream.encode(frame):
                 container.mux(packet)
