@@ -6,9 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
+from shared_data import shared_path
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,11 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def realdata() -> Path:
     """The read-only real clips and annotations; skipped when absent, except under CI where it must exist."""
-    if not REALDATA.is_dir():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but the real data folder {REALDATA} is missing")
-        pytest.skip(f"real data folder {REALDATA} not present (it lives in ../shared beside the checkout)")
-    return REALDATA
+    return shared_path("realdata")
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,13 @@ Videos made here (``write_coded_video``) use the same code, so tests can make th
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-import pytest
+from shared_data import shared_path
 
-REPO = Path(__file__).resolve().parents[1]
-INPUTS = REPO.parent / "shared" / "inputs"
 BITS = 7
 
 # file -> (frames as shown, index carried by shown frame 0)
@@ -34,11 +31,7 @@ INPUT_FILES = {
 
 def inputs() -> Path:
     """The shared tricky inputs; skip without them, except under CI where they must exist."""
-    if not INPUTS.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the shared inputs are missing at {INPUTS}")
-        pytest.skip(f"shared inputs not found at {INPUTS} (checkout without ../shared)")
-    return INPUTS
+    return shared_path("inputs")
 
 
 def read_code(frame: np.ndarray) -> int:

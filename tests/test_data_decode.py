@@ -1,22 +1,16 @@
 """Decoding real clips from memory: shapes, labels, both transforms, and bad samples skipped and counted."""
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_path
 
 from hvt.data import DataConfig, DecodeClips, VideoDecodeError, load_clip_from_bytes, load_clip_from_path
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
-
 
 def _videos() -> Path:
-    if not REALDATA.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{REALDATA} is missing: CI must provide ../shared/realdata")
-        pytest.skip(f"real clips not available: {REALDATA} is absent (fresh clone without ../shared)")
-    return REALDATA / "videos"
+    return shared_path("realdata", "videos")
 
 
 REAL_CLIPS = {  # name -> (path under videos/, label used in the test)

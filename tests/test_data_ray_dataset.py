@@ -1,15 +1,14 @@
 """The Ray path end to end on real clips: shards -> read tasks -> decode actor pool -> torch batches."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_path
 
 from hvt.data import ClipBatchCollate, DataConfig, build_clip_dataset, split_decode_failures
 from hvt.data.testing import FakeSample, write_version
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 CLIPS = [
     "kinetics/mmaction2__demo_demo.mp4",
     "kinetics/ask-anything__making_cake.mp4",
@@ -21,11 +20,7 @@ CLIPS = [
 
 @pytest.fixture
 def version(tmp_path):
-    if not REALDATA.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{REALDATA} is missing: CI must provide ../shared/realdata")
-        pytest.skip(f"real clips not available: {REALDATA} is absent (fresh clone without ../shared)")
-    videos = REALDATA / "videos"
+    videos = shared_path("realdata", "videos")
     good = [
         FakeSample(f"clip{i}", (videos / p).read_bytes(), i, ext=p.rsplit(".", 1)[1])
         for i, p in enumerate(CLIPS)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
 from deit_layout import deit_state_dict
+from shared_data import shared_path
 
 from hvt import registry
 from hvt.cli import main
@@ -29,7 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 MODEL = "haltingvt-micro-g03-b10"  # width 96, 3 heads, 6 blocks (2 Glimpser)
 REPORTED = ("views", "gflops_per_view_mean", "gflops_per_video_mean", "val_top1", "clips")
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fidelity" / "g05_b20_shifted_center.pt"
 
 
 def hvt_json(capsys, *args: str) -> dict:
@@ -115,11 +114,7 @@ def test_finetune_from_deit_then_multi_view_evaluate_register_predict(toy, capsy
 
 
 def test_released_checkpoint_import_evaluate_predict(toy, capsys, one_torch_thread):
-    if not FIXTURE.is_file():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but the golden fixture {FIXTURE} is missing")
-        pytest.skip(f"golden fixture {FIXTURE} not present (it lives in ../shared beside the checkout)")
-    case = torch.load(FIXTURE, map_location="cpu", weights_only=True)
+    case = torch.load(shared_path("fidelity", "g05_b20_shifted_center.pt"), map_location="cpu", weights_only=True)
     root, store = toy["root"], toy["store"]
     weights = root / "released_g05.pth"
     torch.save(case["state_dict"], weights)

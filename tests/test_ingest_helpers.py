@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
-import pytest
+from shared_data import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
 
 
 def realdata() -> Path:
     """The shared real clips and annotation files; skip without them, except under CI where they must exist."""
-    if not REALDATA.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the real test data is missing at {REALDATA}")
-        pytest.skip(f"real test data not found at {REALDATA} (checkout without ../shared)")
-    return REALDATA
+    return shared_path("realdata")
 
 
 def read_tar(data: bytes) -> dict[str, dict]:

@@ -7,25 +7,18 @@ config, loaded with the project's strict checkpoint loader and run in eval mode,
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
+from shared_data import shared_path
 
 from hvt.imports import overrides_from_released_config
 from hvt.model import create_model, load_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FIDELITY = Path(__file__).resolve().parents[1].parent / "shared" / "fidelity"
 CASES = ("g05_b20_shifted_center.pt", "g03_b5_real_video.pt")
 def load_case(name: str) -> dict:
-    if not FIDELITY.is_dir():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but the golden fixtures folder {FIDELITY} is missing")
-        pytest.skip(f"golden fixtures folder {FIDELITY} not present (it lives in ../shared beside the checkout)")
-    return torch.load(FIDELITY / name, map_location="cpu", weights_only=True)
+    return torch.load(shared_path("fidelity", name), map_location="cpu", weights_only=True)
 
 
 def released_model(case: dict, mode: str = "official") -> torch.nn.Module:

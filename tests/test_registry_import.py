@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from pathlib import Path
 
 import pytest
 import torch
 from deit_layout import deit_state_dict
+from shared_data import shared_path
 
 from hvt import registry
 from hvt.cli import main
@@ -21,15 +20,10 @@ from hvt.predict import load_model
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NANO = "haltingvt-nano-g05-b10"
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fidelity" / "g05_b20_shifted_center.pt"
 
 
 def _fixture() -> dict:
-    if not FIXTURE.is_file():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but the golden fixture {FIXTURE} is missing")
-        pytest.skip(f"golden fixture {FIXTURE} not present (it lives in ../shared beside the checkout)")
-    return torch.load(FIXTURE, map_location="cpu", weights_only=True)
+    return torch.load(shared_path("fidelity", "g05_b20_shifted_center.pt"), map_location="cpu", weights_only=True)
 
 
 def _override_flags(overrides: dict) -> list[str]:
