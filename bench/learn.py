@@ -95,7 +95,7 @@ def train_config(row: Row, args: argparse.Namespace, seed: int) -> TrainConfig:
 
 
 def data_config(args: argparse.Namespace, static_clips: bool = True) -> DataConfig:
-    return DataConfig(num_frames=8, frame_interval=4, train_short_side=(args.crop, args.crop + args.crop // 8),
+    return DataConfig(num_frames=args.frames, frame_interval=args.interval, train_short_side=(args.crop, args.crop + args.crop // 8),
                       test_short_side=args.crop, crop_size=args.crop, randaugment=False, flip=False,
                       static_clips=static_clips)
 
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--crop", type=int, default=64, help="crop size in pixels, a multiple of 16")
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
+    parser.add_argument("--interval", type=int, default=4, help="frame interval (the synthetic clips have 32 frames)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (init + batch order); "
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     print()
     print(f"bench/learn.py  size={args.size} crop={args.crop} epochs={args.epochs} batch={args.batch_size} "
-          f"lr={args.lr} seeds={args.seeds} data-seed={args.data_seed}  on {machine}")
+          f"frames={args.frames}x{args.interval} lr={args.lr} seeds={args.seeds} data-seed={args.data_seed}  on {machine}")
     print("top-1 / top-5 / GFLOPs: after the last epoch, median over seeds; best: best epoch's top-1, median; "
           "range: last-epoch top-1 over seeds")
     header = (f"{'row':<11} {'model':<26} {'top-1':>6} {'range':>11} {'top-5':>6} {'best':>6} {'GFLOPs':>8} "

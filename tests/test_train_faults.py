@@ -32,7 +32,7 @@ from hvt import registry
 from hvt.config import ModelSpec, OptimConfig, ScalingSpec, TrainConfig
 from hvt.data import DataConfig
 
-EPOCHS = 4
+EPOCHS = 3
 MODEL = "haltingvt-nano-g05-b10"
 
 
@@ -51,8 +51,38 @@ def _tiny_config(store: str) -> TrainConfig:
     )
 
 
+# Samples whose bytes no decoder reads, slipped into the committed version (as a shard written by an older or
+# broken tool would hold them): every run below takes the trainer's and the validator's decode-failure paths.
+UNDECODABLE = {"train": 2, "val": 1}
+
+
+def _add_undecodable_shard(version_dir: Path, split: str, count: int) -> None:
+    """Append a shard of ``count`` undecodable samples to ``split`` and re-commit the manifest (sha256s updated)."""
+    import hashlib
+
+    from hvt.data.testing import FakeSample, write_shard
+
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    entries = manifest["splits"][split]["shards"]
+    name = f"{split}-{len(entries):06d}.tar"
+    samples = [FakeSample(f"undecodable{i}", b"\x00\x00\x00\x18ftypmp42 not a video" * (i + 1), i % 3)
+               for i in range(count)]
+    size = write_shard(str(version_dir / name), samples, manifest["classes"])
+    entries.append({"path": name, "samples": count, "bytes": size,
+                    "sha256": hashlib.sha256((version_dir / name).read_bytes()).hexdigest()})
+    manifest["splits"][split].update(num_shards=len(entries), samples=manifest["splits"][split]["samples"] + count,
+                                     bytes=manifest["splits"][split].get("bytes", 0) + size)
+    manifest["counts"]["sharded"] += count
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    (version_dir / "manifest.json").write_bytes(data)
+    record = json.loads((version_dir / "version.json").read_text())
+    record["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+    (version_dir / "version.json").write_text(json.dumps(record))
+
+
 @pytest.fixture(scope="module")
-def dataset_store(tmp_path_factory) -> tuple[str, str]:
+def dataset_store(tmp_path_factory) -> tuple[str, str, dict[str, int]]:
+    """(store, version, good samples per split) of the synthetic set plus the UNDECODABLE samples."""
     from hvt.ingest import ShardConfig, make_synthetic_dataset, shard_dataset
 
     root = tmp_path_factory.mktemp("faults")
@@ -60,14 +90,18 @@ def dataset_store(tmp_path_factory) -> tuple[str, str]:
     store = str(root / "store")
     result = shard_dataset(ShardConfig(annotations=made.annotations_csv, videos=made.videos_dir, store=store,
                                        name="synth"))
-    return store, result.version
+    manifest = json.loads((Path(result.path) / "manifest.json").read_text())
+    good = {split: manifest["splits"][split]["samples"] for split in UNDECODABLE}
+    for split, count in UNDECODABLE.items():
+        _add_undecodable_shard(Path(result.path), split, count)
+    return store, result.version, good
 
 
 def _prepare_run(tmp_path: Path, dataset_store: tuple[str, str], name: str) -> tuple[list[str], Path]:
     """`hvt train` command line for a fresh store (the dataset copied in) and the run folder it will use."""
     import shutil
 
-    source, version = dataset_store
+    source, version, _ = dataset_store
     store = tmp_path / "store"
     shutil.copytree(source, store)
     cfg = _tiny_config(str(store)).model_copy(update={"run_name": name})
@@ -190,6 +224,11 @@ def unbroken(tmp_path_factory, dataset_store) -> dict[int, dict[str, float]]:
     _finish(_start(command, log), log, timeout=420)
     metrics = _epoch_metrics(run_dir)
     assert sorted(metrics) == list(range(EPOCHS)), _tail(log)
+    # every epoch counts each undecodable sample once, over both workers, and trains on every good one
+    _, _, good = dataset_store
+    for epoch, m in metrics.items():
+        assert (m["train_decode_failures"], m["train_clips"]) == (UNDECODABLE["train"], good["train"]), epoch
+        assert (m["val_decode_failures"], m["val_clips"]) == (UNDECODABLE["val"], good["val"]), epoch
     return metrics
 
 

@@ -62,17 +62,17 @@ class DataConfig(BaseModel):
 
     # decoding. Resources: decode_workers x decode_cpus + read_cpus must fit in what the trainer workers leave
     # free, or read tasks never get scheduled (on 2 cores: trainer workers at 0.5 CPU, or more logical CPUs).
-    decode_workers: int = Field(1, ge=1, description="decode actors in the pool")
-    decode_cpus: float = Field(1.0, gt=0, description="CPUs reserved per decode actor (fractional allowed)")
+    decode_workers: int = Field(1, ge=1, description="decode tasks running at once")
+    decode_cpus: float = Field(1.0, gt=0, description="CPUs reserved per decode task (fractional allowed)")
     decode_threads: int = Field(
         1, ge=0, description="decord threads per video (0 = decord's automatic choice)"
     )
-    decode_batch_rows: int = Field(4, ge=1, description="rows per map_batches call in a decode actor (clips per "
+    decode_batch_rows: int = Field(4, ge=1, description="rows per map_batches call of a decode task (clips per "
                                    "training step are OptimConfig.batch_size)")
 
     seed: int = 0
-    """Seeds the shard order and within-shard shuffle (new order each epoch, replayable on read retries). Decode
-    actors mix it with a per-actor random nonce, so augmentations never repeat across actors or epochs."""
+    """Seeds the shard order and within-shard shuffle (new order each epoch, replayable on read retries). Without
+    a training epoch given, decoders mix it with a random nonce per batch, so augmentations never repeat."""
 
     @field_validator("train_short_side")
     @classmethod

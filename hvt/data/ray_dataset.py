@@ -1,6 +1,6 @@
-"""Ray Data wiring: shards (bytes only) -> decode actors -> streamed uint8 clips for Ray Train.
+"""Ray Data wiring: shards (bytes only) -> decode tasks -> streamed uint8 clips for Ray Train.
 
-    read tasks (one per shard, ``read_cpus`` each)        decode actor pool (``decode_workers`` x ``decode_cpus``)
+    read tasks (one per shard, ``read_cpus`` each)        decode tasks (at most ``decode_workers`` x ``decode_cpus``)
     tar stream -> samples -> [train] buffer shuffle  ->   decord + sampling + augmentation (DecodeClips)   -> rows
 
 Training shuffles twice, both with bounded memory: the shard order (``FileShuffleConfig``, a new order every
@@ -184,8 +184,8 @@ def build_clip_dataset(
 
     ``source``: a dataset version URL (folder holding ``manifest.json``; local path or fsspec URL such as
     ``s3://bucket/datasets/k200/v1``) or a list of shard URLs. ``filesystem``: optional fsspec or pyarrow
-    filesystem (credentials, endpoint) for remote stores. ``decoder``: the actor class (benchmarks subclass it to
-    add timing columns). ``epoch``: the training epoch this dataset is for; then the shard order, the
+    filesystem (credentials, endpoint) for remote stores. ``decoder``: the decoder class, built per batch in a Ray task (benchmarks
+    subclass it to add timing columns). ``epoch``: the training epoch this dataset is for; then the shard order, the
     within-shard shuffle and every clip's augmentation are functions of ``(config.seed, epoch, sample key)``, so a
     run (or a resumed one) replays exactly; None: fresh randomness at every execution.
     """
@@ -195,15 +195,25 @@ def build_clip_dataset(
     decoder_kwargs: dict[str, Any] = {"config": config, "training": training}
     if epoch is not None:
         decoder_kwargs["epoch"] = epoch
+    # Ray tasks, not an actor pool: a decoder holds no state worth keeping (it is built per batch in well under a
+    # millisecond), and tasks run in Ray's pooled worker processes, which stay warm from one execution to the next,
+    # where an actor pool starts (and imports into) new processes at every epoch's execution of the dataset.
     return samples.map_batches(
-        decoder,
-        fn_constructor_kwargs=decoder_kwargs,
+        _decode_batch,
+        fn_kwargs={"decoder": decoder, "decoder_kwargs": decoder_kwargs},
         batch_size=config.decode_batch_rows,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=config.decode_workers),
+        compute=ray.data.TaskPoolStrategy(size=config.decode_workers),
         num_cpus=config.decode_cpus,
         zero_copy_batch=True,
     )
+
+
+def _decode_batch(
+    batch: dict[str, np.ndarray], decoder: type[DecodeClips], decoder_kwargs: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """One ``map_batches`` call of the decode stage: a fresh ``decoder(**decoder_kwargs)`` applied to ``batch``."""
+    return decoder(**decoder_kwargs)(batch)
 
 
 try:

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from hvt.config import TrainConfig
 from hvt.data import build_clip_dataset
 from hvt.evaluation.evaluate import evaluate_batches
-from hvt.evaluation.evaluator import Evaluator
+from hvt.evaluation.evaluator import Evaluator, with_views
 from hvt.evaluation.metrics import ClipMetrics
 from hvt.model import create_model, load_pretrained
 from hvt.train.schedule import build_scheduler
@@ -132,6 +132,25 @@ def _epoch_train_batches(loop_config: dict[str, Any], cfg: TrainConfig, epoch: i
     )
 
 
+def _val_iterator(loop_config: dict[str, Any], cfg: TrainConfig) -> Any:
+    """This worker's share of the val split (its test views, ``cfg.val_views``), iterable once per epoch.
+
+    Split with ``equal=False``: every val sample is evaluated exactly once over the workers (Ray Train's own split
+    of a ``datasets={"val": ...}`` entry is ``equal=True``, which drops up to W - 1 samples to even the shares out:
+    fine for training steps, wrong for a figure that picks the best checkpoint and goes into the registry)."""
+    if "val_path" not in loop_config:  # driver-built dataset (older callers)
+        return ray.train.get_dataset_shard("val")
+    rank, world_size = dist.get_rank() if dist.is_initialized() else 0, _world_size()
+    splits: list[Any] = [None]
+    if rank == 0:
+        dataset = build_clip_dataset(loop_config["val_path"], "val", with_views(cfg.data, cfg.val_views),
+                                     training=False)
+        splits = [dataset.select_columns(list(BATCH_COLUMNS)).streaming_split(world_size, equal=False)]
+    if world_size > 1:
+        dist.broadcast_object_list(splits, src=0)
+    return splits[0][rank]
+
+
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
@@ -156,8 +175,19 @@ def _restore_rank_rng(saved: Any, rank: int, world_size: int, cfg: TrainConfig, 
     seed_everything(cfg.seed + rank + 1000 * epoch)
 
 
+def _quiet_report_logging() -> None:
+    """Ray Train logs every ``ray.train.report`` call, the whole metrics dict, at INFO from each worker (a logger
+    named after its source file): it buries the one progress line per epoch. Keep its warnings."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray Train layout: leave its logging alone
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = TrainConfig.model_validate(loop_config["train_config"])
+    _quiet_report_logging()
     num_classes = int(loop_config["num_classes"])
     manifest_sha256 = loop_config["manifest_sha256"]
     context = ray.train.get_context()
@@ -199,7 +229,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if saved_rng is not None:  # after everything that may draw random numbers while setting up
         _restore_rank_rng(saved_rng, rank, world_size, cfg, start_epoch)
 
-    val_shard = ray.train.get_dataset_shard("val")
+    val_shard = _val_iterator(loop_config, cfg)
     with_static = bool(cfg.data.static_clips)
     attempt_start_epoch = start_epoch
 
@@ -218,8 +248,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "attempt_start_epoch": attempt_start_epoch,
             "step": global_step,
             "lr": scheduler.get_last_lr()[0],
-            "train_clips": stats.seen,
-            "train_decode_failures": stats.failed,
             "val_top1": val.get("top1", 0.0),
             "val_top5": val.get("top5", 0.0),
             "val_gflops": val.get("gflops_mean", 0.0),
@@ -230,6 +258,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         best_top1 = max(best_top1, metrics["val_top1"])
         rng_states = _gather_rng()  # every rank takes part; rank 0 saves them
         metrics["train_loss"] = _mean_over_ranks(metrics["train_loss"], stats.seen, device)
+        # counts are the run's, not rank 0's share: rank 0 alone reports them
+        metrics["train_clips"], metrics["train_decode_failures"] = _sum_over_ranks([stats.seen, stats.failed], device)
         if rank == 0:
             log.info("%s", progress_line(metrics, cfg.optim.epochs))
             log.debug("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
@@ -276,6 +306,15 @@ def _mean_over_ranks(value: float, weight: int, device: torch.device) -> float:
     sums = torch.tensor([value * weight, float(weight)], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
     return float(sums[0] / max(float(sums[1]), 1.0))
+
+
+def _sum_over_ranks(counts: list[int], device: torch.device) -> list[int]:
+    """Each of ``counts`` summed over every rank (all ranks must call this)."""
+    if _world_size() == 1:
+        return list(counts)
+    sums = torch.tensor(counts, dtype=torch.int64, device=device)
+    dist.all_reduce(sums)
+    return [int(v) for v in sums.tolist()]
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, float]:

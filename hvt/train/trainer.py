@@ -17,11 +17,9 @@ from ray.train.torch import TorchTrainer
 
 from hvt import storage
 from hvt.config import TrainConfig
-from hvt.data import build_clip_dataset
-from hvt.evaluation.evaluator import with_views
 from hvt.ingest.versions import DatasetRef, resolve_dataset
 from hvt.integrity import SplitCheck, check_splits
-from hvt.train.loop import BATCH_COLUMNS, train_loop_per_worker
+from hvt.train.loop import train_loop_per_worker
 from hvt.train.ray_env import ensure_ray
 
 log = logging.getLogger(__name__)
@@ -69,9 +67,7 @@ def build_trainer(
     for split, source in (("train", train_source), ("val", val_source)):
         if not source:
             raise TrainingError(f"dataset {dataset.name} {dataset.version} has no readable {split!r} shards left")
-    # the training split is built per epoch inside the loop (see loop._epoch_train_batches); val is built here
-    val_ds = build_clip_dataset(val_source, "val", with_views(cfg.data, cfg.val_views), training=False)
-    val_ds = val_ds.select_columns(list(BATCH_COLUMNS))
+    # both splits are built inside the loop: train per epoch (loop._epoch_train_batches), val once (loop._val_iterator)
     n_train = checks["train"].samples if checks else dataset.split_samples("train")
     if n_train == 0:
         raise TrainingError(f"dataset {dataset.name} {dataset.version} has no 'train' samples")
@@ -88,6 +84,7 @@ def build_trainer(
             "num_classes": len(dataset.classes),
             "manifest_sha256": dataset.manifest_sha256,
             "dataset_path": train_source,  # a version folder, or the list of its train shards that verified
+            "val_path": val_source,
             "steps_per_epoch": math.ceil(n_train / per_step),
             "train_samples": n_train,
         },
@@ -107,7 +104,6 @@ def build_trainer(
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
         ),
-        datasets={"val": val_ds},
     )
     return trainer, run_name
 
