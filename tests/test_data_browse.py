@@ -111,6 +111,7 @@ def test_browse_train_shows_the_clip_a_training_decode_actor_makes(store: Path, 
     from hvt.data import DataConfig
     from hvt.data.browse import iter_split_samples
     from hvt.data.decode import DecodeClips
+    from hvt.data.device_augment import augment_row
 
     proc = browse("--store", str(store), "--dataset", "inputs", "--out", str(tmp_path), "--json", "--train",
                   "--split", "val", "--limit", "2", "--sampling", "4x8x1", "--epoch", "3")
@@ -122,5 +123,8 @@ def test_browse_train_shows_the_clip_a_training_decode_actor_makes(store: Path, 
     for sample, raw in zip(samples, iter_split_samples(str(version), "val"), strict=False):
         assert sample["key"] == raw.key
         row = actor({"key": np.array([raw.key], object), "video": np.array([raw.video], object),
-                     "label": np.array([raw.label])})
-        assert np.array_equal(np.load(sample["npz"])["clip"], row["clip"][0])  # same frames, same random draws
+                     "label": np.array([raw.label]), "height": np.array([raw.meta["height"]]),
+                     "width": np.array([raw.meta["width"]])})
+        assert "frames" in row  # the default placement: the training device augments, browse shows its result
+        clip = augment_row({"frames": row["frames"][0], "aug": row["aug"][0]}, config)["clip"]
+        assert np.array_equal(np.load(sample["npz"])["clip"], clip)  # same frames, same random draws

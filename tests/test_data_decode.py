@@ -45,9 +45,10 @@ def batch():
     }
 
 
-@pytest.mark.parametrize("training", [True, False], ids=["train", "test"])
-def test_real_clips_decode_to_224_with_labels_and_bad_samples_are_counted(batch, training):
-    decode = DecodeClips(DataConfig(), training=training, rng_nonce=0)
+@pytest.mark.parametrize("training,augment_on", [(True, "decode"), (False, "decode"), (False, "device")],
+                         ids=["train", "test", "test-device"])
+def test_real_clips_decode_to_224_with_labels_and_bad_samples_are_counted(batch, training, augment_on):
+    decode = DecodeClips(DataConfig(augment_on=augment_on), training=training, rng_nonce=0)
     out = decode(batch)
     n_good = len(REAL_CLIPS)
     assert out["clip"].shape == (n_good + 3, 8, 224, 224, 3) and out["clip"].dtype == np.uint8
@@ -64,6 +65,25 @@ def test_real_clips_decode_to_224_with_labels_and_bad_samples_are_counted(batch,
             static, clip = out["static_clip"][i], out["clip"][i]
             assert all(np.array_equal(static[t], static[0]) for t in range(8))
             assert not any(np.array_equal(static[0], clip[t]) for t in range(8))  # augmented as a clip of its own
+
+
+def test_device_placement_ships_fixed_size_frames_and_parameters_only(batch):
+    """augment_on=device: frames at the one transfer size (portrait ones transposed), a parameter row per view,
+    the static clip as an index; nothing clip-sized is shipped twice."""
+    config = DataConfig()
+    decode = DecodeClips(config, training=True, rng_nonce=0)
+    heights = np.array([0] * len(batch["key"]), np.int32)  # no shard metadata: decoded as stored, rescaled here
+    out = decode({**batch, "height": heights, "width": heights})
+    n_good = len(REAL_CLIPS)
+    ht, wt = config.transfer_size
+    assert set(out) == {"frames", "aug", "static_frame", "static_aug", "label", "key", "decode_ok"}
+    assert out["frames"].shape == (n_good + 3, 8, ht, wt, 3) and out["frames"].dtype == np.uint8
+    assert out["aug"].shape == out["static_aug"].shape == (n_good + 3, 7 + 2 * config.randaugment_n)
+    assert out["static_frame"].shape == (n_good + 3,) and 0 <= out["static_frame"].min() <= out["static_frame"].max() < 8
+    assert out["decode_ok"].tolist() == [True] * n_good + [False] * 3 and not out["frames"][n_good:].any()
+    for i in range(n_good):
+        assert out["frames"][i].std() > 5
+        assert not np.array_equal(out["aug"][i], out["static_aug"][i])  # the static clip has draws of its own
 
 
 def test_eval_transform_is_deterministic_and_multi_view_shapes():

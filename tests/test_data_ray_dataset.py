@@ -4,9 +4,10 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from shared_data import shared_path
 
-from hvt.data import ClipBatchCollate, DataConfig, build_clip_dataset, split_decode_failures
+from hvt.data import ClipBatchCollate, DataConfig, DeviceAugment, build_clip_dataset, split_decode_failures
 from hvt.data.testing import FakeSample, write_version
 
 CLIPS = [
@@ -45,17 +46,21 @@ def test_training_dataset_streams_labelled_clips_and_counts_bad_samples(version)
             decode_workers=2, decode_cpus=0.5, decode_batch_rows=2, shuffle_buffer=4,
         )  # fmt: skip
         ds = build_clip_dataset(version, "train", config, training=True)
+        augment = DeviceAugment(config)  # the default placement: rows carry frames, the trainer augments
         seen, failed = {}, 0
         for batch in ds.iter_torch_batches(batch_size=3, collate_fn=ClipBatchCollate()):
-            assert (
-                batch["clip"].shape[1:] == (4, 112, 112, 3)
-                and batch["static_clip"].shape == batch["clip"].shape
-            )
+            assert batch["frames"].shape[1:] == (4, *config.transfer_size, 3) and "static_clip" not in batch
             kept, n_failed = split_decode_failures(batch)
             failed += n_failed
+            if not kept["key"]:
+                continue
+            clips = augment.to_uint8(kept["frames"], kept["aug"]).numpy()
+            statics = augment.static_0_255(kept["frames"], kept["static_frame"], kept["static_aug"])
+            statics = statics.to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+            assert clips.shape[1:] == (4, 112, 112, 3) and statics.shape == clips.shape
             for i, key in enumerate(kept["key"]):
                 seen[key] = int(kept["label"][i])
-                clip, static = kept["clip"][i].numpy(), kept["static_clip"][i].numpy()
+                clip, static = clips[i], statics[i]
                 # real content, not the zero fill of a failed row (random augmentation can make a crop nearly
                 # flat, so only ask for some variation)
                 assert clip.any() and clip.std() > 0 and all(np.array_equal(static[t], static[0]) for t in range(4))

@@ -2,7 +2,8 @@
 
 Modules, one concern each: ``config`` (DataConfig), ``shards`` (shard URLs, tar samples), ``clip_sampling``
 (which frames), ``decode`` (bytes -> clips), ``transforms`` / ``randaugment`` (augmentation), ``static_clips``
-(motion-loss fakes), ``ray_dataset`` (Ray Data wiring). Import what you need from here.
+(motion-loss fakes), ``device_augment`` (training augmentation on the training device), ``ray_dataset`` (Ray
+Data wiring). Import what you need from here.
 """
 
 from hvt.lazy import lazy_exports
@@ -14,6 +15,7 @@ _LAZY_EXPORTS = {
     "ClipSampler": "clip_sampling",
     "DataConfig": "config",
     "DecodeClips": "decode",
+    "DeviceAugment": "device_augment",
     "MOTION_REAL": "static_clips",
     "MOTION_STATIC": "static_clips",
     "VideoDecodeError": "video_reader",
@@ -30,5 +32,6 @@ _LAZY_EXPORTS = {
     "resolve_shard_urls": "shards",
     "split_decode_failures": "ray_dataset",
     "train_clip_offsets": "clip_sampling",
+    "train_columns": "ray_dataset",
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -108,7 +108,8 @@ def browse_samples(
             if sample.read_error:
                 raise ValueError(sample.read_error)
             rng = sample_rng(config.seed, epoch, sample.key) if training else None  # the training stream
-            out = loader.load(sample.video, training, rng)
+            hint = (int(sample.meta.get("height") or 0), int(sample.meta.get("width") or 0)) if sample.meta else None
+            out = loader.load(sample.video, training, rng, hint)  # the size hint the decode actors get too
         except Exception as err:  # noqa: BLE001 - counted like a training-time decode failure
             failures += 1
             message = " ".join(str(err).split())[:300]

@@ -48,6 +48,19 @@ class DataConfig(BaseModel):
     randaugment_n: int = Field(2, ge=0, description="operations per clip")
     randaugment_m: float = Field(9.0, ge=0.0, le=10.0, description="magnitude on the 0-10 scale")
 
+    # where the training augmentation runs
+    augment_on: Literal["decode", "device"] = Field(
+        "device",
+        description="decode: decode workers augment and ship finished clips (and static clips); device: they "
+        "ship the sampled frames at one fixed size plus the drawn parameters, the training device augments "
+        "(hvt.data.device_augment). Evaluation always crops on the decode side.",
+    )
+    transfer_aspect: float = Field(
+        16 / 9, ge=1.0, le=4.0,
+        description="long/short side of the fixed-size frames shipped with augment_on=device (short side = "
+        "train_short_side[0]; portrait videos travel transposed). Sources of another aspect are stretched",
+    )
+
     # motion-loss fake clips
     static_clips: bool = Field(
         True, description="emit `static_clip` (one sampled frame repeated T times) when training"
@@ -108,6 +121,18 @@ class DataConfig(BaseModel):
         one = (self.num_frames, self.crop_size, self.crop_size, 3)
         views = self.num_views(training)
         return one if views == 1 else (views, *one)
+
+    @property
+    def transfer_size(self) -> tuple[int, int]:
+        """(height, width) of the frames decode workers ship with ``augment_on="device"``: short side
+        ``train_short_side[0]`` (so the device only ever enlarges the crop box, as the decode-side path's
+        upscale-then-crop does), long side ``transfer_aspect`` times that."""
+        short = self.train_short_side[0]
+        return short, max(short, round(short * self.transfer_aspect))
+
+    def device_augments(self, training: bool) -> bool:
+        """True when this config's training clips are augmented on the training device (rows carry frames)."""
+        return training and self.augment_on == "device"
 
     @classmethod
     def for_sampling(cls, sampling: str, **overrides: object) -> DataConfig:

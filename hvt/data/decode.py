@@ -20,8 +20,16 @@ import numpy as np
 from hvt.data.clip_sampling import ClipSampler
 from hvt.data.config import DataConfig
 from hvt.data.randaugment import RandAugment
-from hvt.data.static_clips import make_static_training_clip
-from hvt.data.transforms import eval_transform, train_transform
+from hvt.data.static_clips import make_static_training_clip, pick_static_frame
+from hvt.data.transforms import (
+    ClipAugment,
+    CropBox,
+    draw_train_params,
+    eval_transform,
+    pack_params,
+    param_ops,
+    train_transform,
+)
 from hvt.data.video_reader import VideoDecodeError, open_video
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,72 @@ def decode_sampled_frames(
     return frames[inverse.reshape(indices.shape)], indices  # [C, T, H, W, 3], [C, T]
 
 
+def _as_array(batch: object) -> np.ndarray:
+    """decord's NDArray as a numpy array without a copy (DLPack), or with one where DLPack is unavailable."""
+    try:
+        from torch.utils.dlpack import from_dlpack
+
+        return from_dlpack(batch.to_dlpack()).numpy()  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError, TypeError):
+        return batch.asnumpy()  # type: ignore[attr-defined]
+
+
+def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 ``[N,H,W,3]`` -> uint8 ``[N,size[0],size[1],3]`` (torch's antialiased bilinear on uint8)."""
+    import torch
+    import torch.nn.functional as F
+
+    if frames.shape[1:3] == tuple(size):
+        return frames
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+def decode_transfer_frames(
+    data: bytes,
+    sampler: ClipSampler,
+    rng: np.random.Generator,
+    transfer: tuple[int, int],
+    out: np.ndarray,
+    size_hint: tuple[int, int] | None = None,
+    num_threads: int = 1,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode a training sample's sampled frames straight to the fixed ``transfer`` size (height, width), into
+    ``out`` (uint8 ``[C, T, Ht, Wt, 3]``, written in place: the only copy after the decoder's own buffer).
+
+    ``size_hint``: the video's shown (height, width) from the shard metadata. With it, decord rescales inside the
+    decoder (FFmpeg's scaler, fused with the colour conversion); portrait videos are decoded at the transposed
+    size and stored transposed (landscape). Without it, frames are decoded as stored and rescaled here. Returns
+    the sampled indices int64 ``[C, T]`` and the source (height, width). Raises ``VideoDecodeError``.
+    """
+    ht, wt = transfer
+    known = size_hint is not None and size_hint[0] > 0 and size_hint[1] > 0
+    portrait = bool(known and size_hint[0] > size_hint[1])  # type: ignore[index]
+    size = {"width": ht, "height": wt} if portrait else {"width": wt, "height": ht}
+    with open_video(data, num_threads, **(size if known else {})) as reader:
+        num_frames = len(reader)
+        if num_frames < 1:
+            raise VideoDecodeError("the video has no frames")
+        indices = sampler(num_frames, True, rng)  # [C, T]
+        wanted, inverse = np.unique(indices, return_inverse=True)
+        frames = _as_array(reader.get_batch(wanted.tolist()))  # [U, h, w, 3]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != len(wanted):
+        raise VideoDecodeError(f"decoder returned frames of shape {frames.shape} for {len(wanted)} indices")
+    if known:
+        src = (int(size_hint[0]), int(size_hint[1]))  # type: ignore[index]
+    else:
+        src = (int(frames.shape[1]), int(frames.shape[2]))
+        portrait = src[0] > src[1]
+        frames = _resize_frames(frames, (wt, ht) if portrait else (ht, wt))
+    if portrait:
+        frames = frames.transpose(0, 2, 1, 3)
+    if frames.shape[1:3] != (ht, wt):
+        raise VideoDecodeError(f"decoder returned {frames.shape[1:3]} frames, expected {(ht, wt)}")
+    np.take(frames, inverse.reshape(-1), axis=0, out=out.reshape(-1, ht, wt, 3))
+    return indices, src
+
+
 class ClipLoader:
     """Bytes -> clip (and its static twin) for one configuration. Cheap to build; holds no video state."""
 
@@ -61,13 +135,24 @@ class ClipLoader:
         self.randaugment = RandAugment(config.randaugment_n, config.randaugment_m)
 
     def load(
-        self, data: bytes, training: bool, rng: np.random.Generator | None = None
+        self,
+        data: bytes,
+        training: bool,
+        rng: np.random.Generator | None = None,
+        size_hint: tuple[int, int] | None = None,
     ) -> dict[str, np.ndarray]:
         """``{"clip": uint8 clip_shape, "frame_indices": int64 clip_shape[:-3]}`` (the source frame of each clip
-        frame, in shown frames) plus ``"static_clip"`` (same shape as ``clip``) when training with static clips."""
+        frame, in shown frames) plus ``"static_clip"`` (same shape as ``clip``) when training with static clips.
+        Training with ``augment_on="device"``: the clips the training device makes of this sample (the same
+        draws, augmented here on the CPU; the decode actors ship :meth:`load_frames` rows instead; ``size_hint``:
+        the shown (height, width) from the shard metadata, as the actors get it)."""
         cfg = self.config
         if training and rng is None:
             raise ValueError("training clips are random: pass a numpy Generator")
+        if cfg.device_augments(training):  # what the training device will make of this sample, made here
+            from hvt.data.device_augment import augment_row
+
+            return augment_row(self.load_frames(data, rng, size_hint), cfg)  # type: ignore[arg-type]
         frames, indices = decode_sampled_frames(data, self.sampler, training, rng, cfg.decode_threads)  # [C,T,H,W,3]
         views: list[np.ndarray] = []
         statics: list[np.ndarray] = []
@@ -87,6 +172,49 @@ class ClipLoader:
         if statics:
             out["static_clip"] = statics[0] if len(statics) == 1 else np.stack(statics)
         return out
+
+
+    def frames_shape(self) -> tuple[int, ...]:
+        """Shape of the ``frames`` column of one row (``augment_on="device"``): ``[T, Ht, Wt, 3]`` or
+        ``[V, T, Ht, Wt, 3]``."""
+        cfg = self.config
+        one = (cfg.num_frames, *cfg.transfer_size, 3)
+        return one if cfg.num_clips == 1 else (cfg.num_clips, *one)
+
+    def load_frames(
+        self,
+        data: bytes,
+        rng: np.random.Generator,
+        size_hint: tuple[int, int] | None = None,
+        out: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """A training row for ``augment_on="device"``: ``frames`` (uint8 :meth:`frames_shape`, written into
+        ``out`` when given), ``aug`` (float32 ``[P]`` / ``[V, P]``, :func:`hvt.data.transforms.pack_params`),
+        ``frame_indices`` and, with static clips, ``static_frame`` (int64 index into the clip's T frames) and
+        ``static_aug``. The generator is drawn from exactly as the decode-side path draws from it (sampling, then
+        per clip: its view's parameters, then the static frame and its parameters)."""
+        cfg = self.config
+        shape = self.frames_shape()
+        if out is None:
+            out = np.empty(shape, np.uint8)
+        clips = out.reshape(cfg.num_clips, *shape[-4:])
+        indices, (src_h, src_w) = decode_transfer_frames(
+            data, self.sampler, rng, cfg.transfer_size, clips, size_hint, cfg.decode_threads
+        )
+        n_ops = param_ops(cfg)
+        augs, static_frames, static_augs = [], [], []
+        for _ in range(cfg.num_clips):
+            augs.append(pack_params(draw_train_params(src_h, src_w, cfg, rng, self.randaugment), n_ops))
+            if cfg.static_clips:
+                static_frames.append(pick_static_frame(cfg.num_frames, rng))
+                static_augs.append(pack_params(draw_train_params(src_h, src_w, cfg, rng, self.randaugment), n_ops))
+        one = cfg.num_clips == 1
+        row = {"frames": out, "aug": augs[0] if one else np.stack(augs),
+               "frame_indices": indices[0] if one else indices}
+        if cfg.static_clips:
+            row["static_frame"] = np.int64(static_frames[0]) if one else np.asarray(static_frames, np.int64)
+            row["static_aug"] = static_augs[0] if one else np.stack(static_augs)
+        return row
 
 
 def load_clip_from_bytes(
@@ -118,8 +246,11 @@ class DecodeClips:
     """``map_batches`` callable: rows of video bytes -> rows of clips. Used as a Ray Data actor class.
 
     Input columns: ``key`` (str), ``video`` (bytes), ``label`` (int), optionally ``read_error`` (str, empty when the
-    shard member was read fine). Output columns: ``clip``, ``label`` (int64), ``key`` (str), ``decode_ok`` (bool),
-    and ``static_clip`` when training with static clips. Failed rows carry zero-filled clips.
+    shard member was read fine) and ``height``/``width`` (the shown size from the shard metadata, 0 = unknown).
+    Output columns: ``clip``, ``label`` (int64), ``key`` (str), ``decode_ok`` (bool), and ``static_clip`` when
+    training with static clips. Failed rows carry zero-filled clips. Training with ``augment_on="device"``:
+    ``frames``, ``aug``, ``static_frame``, ``static_aug`` instead of ``clip`` / ``static_clip``
+    (:meth:`ClipLoader.load_frames`; the trainer augments them with :mod:`hvt.data.device_augment`).
     """
 
     def __init__(
@@ -145,8 +276,58 @@ class DecodeClips:
             return self.rng
         return sample_rng(self.loader.config.seed, self.epoch, key)
 
+    def _placeholder_params(self) -> np.ndarray:
+        """A valid parameter row for a failed sample (its row is dropped before augmentation anyway)."""
+        cfg = self.loader.config
+        ht, wt = cfg.transfer_size
+        box = CropBox(0, 0, cfg.crop_size, cfg.crop_size)
+        return pack_params(ClipAugment(ht, wt, box, (), False), param_ops(cfg))
+
+    def _call_device(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``augment_on="device"`` rows: each sample's frames decoded into one preallocated batch array."""
+        cfg = self.loader.config
+        keys = [str(k) for k in batch["key"]]
+        read_errors = batch.get("read_error")
+        heights, widths = batch.get("height"), batch.get("width")
+        views = cfg.num_clips
+        frames = np.zeros((len(keys), *self.loader.frames_shape()), np.uint8)
+        lead = (len(keys),) if views == 1 else (len(keys), views)
+        placeholder = self._placeholder_params()
+        aug = np.broadcast_to(placeholder, (*lead, placeholder.size)).copy()
+        static_frame = np.zeros(lead, np.int64)
+        static_aug = aug.copy()
+        oks = []
+        for i, key in enumerate(keys):
+            try:
+                if read_errors is not None and read_errors[i]:
+                    raise VideoDecodeError(str(read_errors[i]))
+                hint = (int(heights[i]), int(widths[i])) if heights is not None and widths is not None else None
+                row = self.loader.load_frames(batch["video"][i], self._rng(key), hint, out=frames[i])
+                aug[i] = row["aug"]
+                if cfg.static_clips:
+                    static_frame[i], static_aug[i] = row["static_frame"], row["static_aug"]
+                oks.append(True)
+            except Exception as err:  # noqa: BLE001 - one bad sample must never end the epoch; it is counted
+                log.warning("skipping sample %r: %s", key, err)
+                frames[i] = 0
+                oks.append(False)
+        self.decoded += sum(oks)
+        self.failed += len(oks) - sum(oks)
+        result = {
+            "frames": frames,
+            "aug": aug,
+            "label": np.asarray(batch["label"], dtype=np.int64),
+            "key": np.asarray(keys, dtype=object),
+            "decode_ok": np.asarray(oks, dtype=bool),
+        }
+        if cfg.static_clips:
+            result["static_frame"], result["static_aug"] = static_frame, static_aug
+        return result
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg, training = self.loader.config, self.training
+        if cfg.device_augments(training):
+            return self._call_device(batch)
         shape = cfg.clip_shape(training)
         with_static = training and cfg.static_clips
         keys = [str(k) for k in batch["key"]]

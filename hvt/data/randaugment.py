@@ -141,6 +141,16 @@ def apply_op(x: torch.Tensor, op: AugOp) -> torch.Tensor:
     raise ValueError(f"unknown RandAugment operation {name!r}; known: {', '.join(OPS)}")
 
 
+def apply_ops(clip: torch.Tensor, ops: list[AugOp] | tuple[AugOp, ...]) -> torch.Tensor:
+    """Apply drawn operations in order to a uint8 clip ``[N,3,H,W]``; rounds once, at the end."""
+    if not ops or all(op.name == "identity" for op in ops):
+        return clip
+    x = clip.float()
+    for op in ops:
+        x = apply_op(x, op)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
 class RandAugment:
     """``RandAugment(n=2, m=9)(clip_uint8 [N,3,H,W], rng)`` -> augmented clip, same shape and dtype."""
 
@@ -160,12 +170,7 @@ class RandAugment:
         return drawn
 
     def apply(self, clip: torch.Tensor, ops: list[AugOp]) -> torch.Tensor:
-        if not ops or all(op.name == "identity" for op in ops):
-            return clip
-        x = clip.float()
-        for op in ops:
-            x = apply_op(x, op)
-        return x.round_().clamp_(0, 255).to(torch.uint8)
+        return apply_ops(clip, ops)
 
     def __call__(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         return self.apply(clip, self.sample(rng))

@@ -19,6 +19,11 @@ Row schema (what ``ray.train.get_dataset_shard(name).iter_torch_batches(collate_
 ``decode_ok``   bool    False: the sample could not be read or decoded; its clips are all zeros
 =============== ======= ================================================================================
 
+Training with ``config.augment_on == "device"`` (the default), ``clip`` / ``static_clip`` are replaced by
+``frames`` (uint8 ``[T,Ht,Wt,3]``, the sampled frames at ``config.transfer_size``), ``aug`` (float32 ``[P]``, the
+drawn augmentation), ``static_frame`` (int64, which of the T frames is the static clip's) and ``static_aug``;
+``hvt.data.device_augment.DeviceAugment`` turns them into clips on the training device (``train_columns``).
+
 ``key`` is a string column, which Ray's default tensor conversion refuses: pass ``collate_fn=collate_clips`` (keys
 come back as a list of str; ``collate_clips`` is one that keeps tensors on the CPU), or ``drop_columns(["key"])`` before handing the dataset to the trainer.
 """
@@ -49,6 +54,22 @@ except ImportError:  # pragma: no cover - ray is a hard dependency; keep the pur
     FileBasedDatasource = object  # type: ignore[assignment,misc]
 
 
+def _meta_int(meta: dict[str, Any], name: str) -> int:
+    """A size field of a sample's JSON (the shown size the shard writer recorded), 0 when absent or malformed."""
+    try:
+        return max(0, int(meta.get(name) or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def train_columns(config: DataConfig) -> list[str]:
+    """The columns a training step needs from a training clip dataset of ``config``."""
+    if config.device_augments(True):
+        columns = ["frames", "aug", "label", "decode_ok"]
+        return columns + (["static_frame", "static_aug"] if config.static_clips else [])
+    return ["clip", "label", "decode_ok"] + (["static_clip"] if config.static_clips else [])
+
+
 def _sample_table(samples: list[ShardSample]) -> pyarrow.Table:
     import pyarrow as pa
 
@@ -60,12 +81,15 @@ def _sample_table(samples: list[ShardSample]) -> pyarrow.Table:
             "label": pa.array([s.label for s in samples], pa.int64()),
             "url": pa.array([s.url for s in samples], pa.string()),
             "read_error": pa.array([s.read_error for s in samples], pa.string()),
+            "height": pa.array([_meta_int(s.meta, "height") for s in samples], pa.int32()),
+            "width": pa.array([_meta_int(s.meta, "width") for s in samples], pa.int32()),
         }
     )
 
 
 class VideoShardDatasource(FileBasedDatasource):
-    """WebDataset video shards as rows of raw bytes: ``key, video, ext, label, url, read_error``.
+    """WebDataset video shards as rows of raw bytes: ``key, video, ext, label, url, read_error, height, width``
+    (the shown size recorded in the sample's JSON, 0 when missing).
 
     Never unpickles anything (only ``.json`` members are parsed). Blocks hold ``rows_per_block`` samples so a
     block of long videos stays small.

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from hvt.data.config import DataConfig
-from hvt.data.randaugment import RandAugment
+from hvt.data.randaugment import OPS, AugOp, RandAugment, apply_ops
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,66 @@ def _to_numpy(clip: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(clip.permute(0, 2, 3, 1).numpy())
 
 
+@dataclass(frozen=True)
+class ClipAugment:
+    """One training view's random draws: the crop box (source-frame pixels of a ``src_h x src_w`` frame), the
+    RandAugment operations and the flip. Drawn on the decode side; applied there (``apply_train_params``) or on
+    the training device (:mod:`hvt.data.device_augment`), which is why the draws and their application are apart."""
+
+    src_h: int
+    src_w: int
+    box: CropBox
+    ops: tuple[AugOp, ...]
+    flip: bool
+
+
+def draw_train_params(
+    src_h: int, src_w: int, config: DataConfig, rng: np.random.Generator, randaugment: RandAugment | None = None
+) -> ClipAugment:
+    """Draw one training view's parameters, in the one order both placements use (box, RandAugment, flip)."""
+    box = random_crop_box(src_h, src_w, config, rng)
+    ops: tuple[AugOp, ...] = ()
+    if config.randaugment and config.randaugment_n > 0:
+        augment = randaugment or RandAugment(config.randaugment_n, config.randaugment_m)
+        ops = tuple(augment.sample(rng))
+    flip = bool(config.flip and rng.random() < 0.5)
+    return ClipAugment(src_h, src_w, box, ops, flip)
+
+
+def apply_train_params(frames: np.ndarray, params: ClipAugment, config: DataConfig) -> np.ndarray:
+    """Apply drawn parameters on the CPU: uint8 ``[T,H,W,3]`` -> uint8 ``[T,crop,crop,3]``."""
+    clip = crop_and_resize(frames, params.box, config.crop_size)  # [T,3,c,c] uint8
+    if params.ops:
+        clip = apply_ops(clip, params.ops)
+    if params.flip:
+        clip = clip.flip(-1)
+    return _to_numpy(clip)
+
+
+PARAM_FIELDS = ("src_h", "src_w", "top", "left", "height", "width", "flip")
+"""Leading fields of a packed parameter row; then ``(operation id in OPS, level)`` per RandAugment slot."""
+
+
+def param_ops(config: DataConfig) -> int:
+    """RandAugment slots in a packed parameter row of ``config``."""
+    return config.randaugment_n if config.randaugment else 0
+
+
+def num_param_ops(row_length: int) -> int:
+    return (row_length - len(PARAM_FIELDS)) // 2
+
+
+def pack_params(params: ClipAugment, n_ops: int) -> np.ndarray:
+    """float32 ``[len(PARAM_FIELDS) + 2 n_ops]``: what the training device needs to augment one view (exact:
+    pixel coordinates and levels are small, float32 holds them). Missing operation slots are identities."""
+    box = params.box
+    row = np.zeros(len(PARAM_FIELDS) + 2 * n_ops, np.float32)
+    row[: len(PARAM_FIELDS)] = (params.src_h, params.src_w, box.top, box.left, box.height, box.width, params.flip)
+    for k, op in enumerate(params.ops[:n_ops]):
+        row[len(PARAM_FIELDS) + 2 * k : len(PARAM_FIELDS) + 2 * k + 2] = (OPS.index(op.name), op.level)
+    return row
+
+
 def train_transform(
     frames: np.ndarray, config: DataConfig, rng: np.random.Generator, randaugment: RandAugment | None = None
 ) -> np.ndarray:
@@ -93,14 +153,8 @@ def train_transform(
 
     Random short-side rescale + random crop, RandAugment and the optional flip, each drawn once for the clip.
     """
-    box = random_crop_box(frames.shape[1], frames.shape[2], config, rng)
-    clip = crop_and_resize(frames, box, config.crop_size)  # [T,3,c,c] uint8
-    if config.randaugment and config.randaugment_n > 0:
-        augment = randaugment or RandAugment(config.randaugment_n, config.randaugment_m)
-        clip = augment(clip, rng)
-    if config.flip and rng.random() < 0.5:
-        clip = clip.flip(-1)
-    return _to_numpy(clip)
+    params = draw_train_params(frames.shape[1], frames.shape[2], config, rng, randaugment)
+    return apply_train_params(frames, params, config)
 
 
 def eval_transform(frames: np.ndarray, config: DataConfig) -> list[np.ndarray]:

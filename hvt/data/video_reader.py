@@ -61,16 +61,20 @@ def decoder_message(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def open_video(data: bytes, num_threads: int = 1) -> Iterator[Any]:
+def open_video(data: bytes, num_threads: int = 1, width: int = -1, height: int = -1) -> Iterator[Any]:
     """A ``decord.VideoReader`` over ``data`` in memory, the training decoder. While it is open FFmpeg's stderr
-    is silenced, and any decoder error (opening or reading) becomes a one-line :class:`VideoDecodeError`."""
+    is silenced, and any decoder error (opening or reading) becomes a one-line :class:`VideoDecodeError`.
+    ``width``/``height`` (both > 0): frames come out rescaled to that size inside the decoder (FFmpeg's scaler,
+    in the same pass as the colour conversion), -1: as stored."""
     if not data:
         raise VideoDecodeError("empty video bytes")
     decord = quiet_decord()
     reader = None
     try:
         with stderr_silenced():
-            reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=num_threads)
+            reader = decord.VideoReader(
+                io.BytesIO(data), ctx=decord.cpu(0), width=width, height=height, num_threads=num_threads
+            )
             yield reader
     except VideoDecodeError:
         raise

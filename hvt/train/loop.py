@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from hvt.config import TrainConfig
-from hvt.data import build_clip_dataset
+from hvt.data import build_clip_dataset, train_columns
 from hvt.evaluation.evaluate import evaluate_batches
 from hvt.evaluation.evaluator import Evaluator, with_views
 from hvt.evaluation.metrics import ClipMetrics
@@ -44,7 +44,7 @@ __all__ = ["EpochStats", "compute_loss", "make_optimization", "seed_everything",
 
 log = logging.getLogger(__name__)
 
-BATCH_COLUMNS = ("clip", "label", "decode_ok")
+BATCH_COLUMNS = ("clip", "label", "decode_ok")  # decode-side augmentation; see hvt.data.train_columns
 
 
 def seed_everything(seed: int) -> None:
@@ -121,8 +121,7 @@ def _epoch_train_batches(loop_config: dict[str, Any], cfg: TrainConfig, epoch: i
     splits: list[Any] = [None]
     if rank == 0:
         dataset = build_clip_dataset(loop_config["dataset_path"], "train", cfg.data, training=True, epoch=epoch)
-        columns = list(BATCH_COLUMNS) + (["static_clip"] if cfg.data.static_clips else [])
-        dataset = dataset.select_columns(columns)
+        dataset = dataset.select_columns(train_columns(cfg.data))
         dataset.context.execution_options.preserve_order = cfg.runtime.ordered_data
         splits = [dataset.streaming_split(world_size, equal=True)]
     if world_size > 1:

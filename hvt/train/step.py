@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from hvt.config import TrainConfig
 from hvt.data import normalize_clips
+from hvt.data.device_augment import DeviceAugment
 from hvt.evaluation.evaluator import autocast  # one precision rule for training and evaluation
 from hvt.model.mfu import PEAK_BF16_TFLOPS, peak_flops, training_flops
 
@@ -50,31 +51,51 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def split_batch(batch: dict[str, torch.Tensor], device: torch.device, with_static: bool):
+def split_batch(
+    batch: dict[str, torch.Tensor], device: torch.device, with_static: bool, augment: DeviceAugment | None = None
+):
     """Drop clips that failed to decode; return ``(x, y, motion_y, n_real, n_failed)``.
 
     ``decode_ok`` is read on the host (batches arrive on the CPU), so this makes no device sync; clips move to
     ``device`` as uint8 (non-blocking) and are normalised there to float ``[B', 3, T, H, W]``; with static clips
-    ``B' = 2 n_real`` (real clips first).
+    ``B' = 2 n_real`` (real clips first). A batch of ``frames`` (``augment_on="device"``) is augmented on
+    ``device`` by ``augment`` (the real clips, then the static clips built from one frame of each).
     """
     ok = np.asarray(batch["decode_ok"].cpu(), dtype=bool)  # input data on the host: reading it syncs nothing
     n_real = int(ok.sum())
     n_failed = ok.size - n_real
     idx = None if n_failed == 0 else torch.from_numpy(np.flatnonzero(ok))
 
-    def take(t: torch.Tensor) -> torch.Tensor:
-        if idx is not None:
-            t = t.index_select(0, idx.to(t.device))
-        return t.to(device, non_blocking=True)
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        return t if idx is None else t.index_select(0, idx.to(t.device))
 
-    x = normalize_clips(take(batch["clip"]))  # [B, 3, T, H, W] in [-1, 1]
+    def take(t: torch.Tensor) -> torch.Tensor:
+        return keep(t).to(device, non_blocking=True)
+
     y = take(batch["label"]).long()
     motion_y = torch.ones(n_real, dtype=torch.long, device=device)
+    if "frames" in batch:
+        if augment is None:
+            raise ValueError("a batch of frames (augment_on='device') needs the DeviceAugment of its DataConfig")
+        frames = take(batch["frames"])  # uint8 [B, T, Ht, Wt, 3] on the device: the only transfer of pixels
+        x = augment(frames, keep(batch["aug"]))
+        if with_static and n_real:
+            x = torch.cat([x, augment.static(frames, keep(batch["static_frame"]), keep(batch["static_aug"]))])
+    else:
+        x = normalize_clips(take(batch["clip"]))  # [B, 3, T, H, W] in [-1, 1]
+        if with_static and n_real:
+            x = torch.cat([x, normalize_clips(take(batch["static_clip"]))])
     if with_static and n_real:
-        x = torch.cat([x, normalize_clips(take(batch["static_clip"]))])
         y = torch.cat([y, y])
         motion_y = torch.cat([motion_y, torch.zeros_like(motion_y)])
     return x, y, motion_y, n_real, n_failed
+
+
+def _clip_size(batch: dict[str, Any], cfg: TrainConfig) -> tuple[int, int, int]:
+    """(T, H, W) of one training clip of ``batch``."""
+    if "frames" in batch:
+        return batch["frames"].shape[-4], cfg.data.crop_size, cfg.data.crop_size
+    return tuple(batch["clip"].shape[1:4])  # type: ignore[return-value]
 
 
 def compute_loss(out: Any, y: torch.Tensor, motion_y: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -205,15 +226,16 @@ def train_one_epoch(
     model.train()
     optimizer.zero_grad(set_to_none=True)
     started = time.perf_counter()
+    augment = DeviceAugment(cfg.data) if cfg.data.augment_on == "device" else None
     feed = _Lookahead(batches)
     interval = {"t": started, "wait": 0.0, "sums": [0.0] * 7, "steps": 0}
     for batch, is_last in feed:
-        x, y, motion_y, n_real, n_failed = split_batch(batch, device, with_static)
+        x, y, motion_y, n_real, n_failed = split_batch(batch, device, with_static, augment)
         stats.failed += n_failed
         if n_real == 0:
             # every clip of this batch failed to decode: still step in lockstep with the other DDP workers,
             # on a blank clip whose loss counts for nothing
-            x = torch.zeros(1, 3, *batch["clip"].shape[1:4], device=device)
+            x = torch.zeros(1, 3, *_clip_size(batch, cfg), device=device)
             y = motion_y = torch.zeros(1, dtype=torch.long, device=device)
         micro += 1
         steps_now = micro % accum == 0 or is_last
