@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from framecode import inputs, read_code
+from shared_data import shared_path
 
 from hvt.data import DataConfig, DecodeClips
 from hvt.data.decode import ClipLoader
 from hvt.data.device_augment import DeviceAugment, apply_op_batched, augment_row
 from hvt.data.randaugment import OPS, AugOp, apply_op
 from hvt.data.transforms import PARAM_FIELDS, ClipAugment, CropBox, pack_params
-from tests.framecode import inputs, read_code
-from tests.test_data_decode import _videos
 
 torch.set_num_threads(1)
 F = {name: i for i, name in enumerate(PARAM_FIELDS)}
@@ -28,7 +28,7 @@ F = {name: i for i, name in enumerate(PARAM_FIELDS)}
 @pytest.fixture(scope="module")
 def real_clips() -> dict[str, tuple[bytes, tuple[int, int]]]:
     """name -> (bytes, shown (height, width)): 4:3, 16:9 and portrait Kinetics clips."""
-    videos = _videos() / "kinetics"
+    videos = shared_path("realdata", "videos") / "kinetics"
     return {"4x3": ((videos / "mmaction2__demo_demo.mp4").read_bytes(), (256, 340)),
             "16x9": ((videos / "ask-anything__yoga.mp4").read_bytes(), (320, 568)),
             "portrait": ((videos / "ask-anything__making_cake.mp4").read_bytes(), (426, 320))}
