@@ -19,6 +19,7 @@ Rows (``--size micro`` by default, 64x64 crops, 8 frames, the demo's recipe unle
     python bench/learn.py              # all rows, 20 epochs (~20 min on 2 CPU cores)
     python bench/learn.py --quick      # dense + halting, 8 epochs
     python bench/learn.py --size ti --device cuda   # the DeiT-Ti-sized pair, on a GPU
+    python bench/learn.py --only "keep 0.3" --augment-on decode   # augmentation placed on the decode side
 
 Prints one table (val top-1 / top-5 of the last epoch, best val top-1 over epochs, mean GFLOPs per val clip,
 GFLOPs as a fraction of the dense row, train minutes) and the acceptance line: the halting row's val top-1 and
@@ -95,9 +96,10 @@ def train_config(row: Row, args: argparse.Namespace, seed: int) -> TrainConfig:
 
 
 def data_config(args: argparse.Namespace, static_clips: bool = True) -> DataConfig:
-    return DataConfig(num_frames=args.frames, frame_interval=args.interval, train_short_side=(args.crop, args.crop + args.crop // 8),
-                      test_short_side=args.crop, crop_size=args.crop, randaugment=False, flip=False,
-                      static_clips=static_clips)
+    return DataConfig(num_frames=args.frames, frame_interval=args.interval,
+                      train_short_side=(args.crop, args.crop + args.crop // 8), test_short_side=args.crop,
+                      crop_size=args.crop, randaugment=args.randaugment, flip=False, static_clips=static_clips,
+                      augment_on=args.augment_on)
 
 
 def read_split(root: Path) -> dict[str, tuple[list[bytes], np.ndarray]]:
@@ -124,13 +126,13 @@ def decode_views(videos: list[bytes], labels: np.ndarray, config: DataConfig, tr
 
 
 def epoch_batches(views: dict, order: np.ndarray, batch_size: int, with_static: bool):
+    """Batches of the decoded train views in ``order``: finished clips (augment_on=decode) or frames plus drawn
+    parameters (augment_on=device: ``train_one_epoch`` augments them, as on the training device)."""
+    static_columns = {"static_clip", "static_frame", "static_aug"}
+    columns = [c for c in views if c != "key" and (with_static or c not in static_columns)]
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = {"clip": torch.from_numpy(views["clip"][idx]), "label": torch.from_numpy(views["label"][idx]),
-                 "decode_ok": torch.from_numpy(views["decode_ok"][idx])}
-        if with_static:
-            batch["static_clip"] = torch.from_numpy(views["static_clip"][idx])
-        yield batch
+        yield {c: torch.from_numpy(np.ascontiguousarray(views[c][idx])) for c in columns}
 
 
 def evaluate(model: torch.nn.Module, val: dict, num_classes: int, device: torch.device) -> dict:
@@ -201,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated row labels to run (the dense row always runs)")
     parser.add_argument("--quick", action="store_true", help="dense + halting rows, 8 epochs")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    parser.add_argument("--augment-on", choices=["decode", "device"], default=DataConfig().augment_on,
+                        help="where train views are augmented (DataConfig.augment_on; default: the project's)")
+    parser.add_argument("--randaugment", action="store_true", help="RandAugment n=2 m=9 on the train views "
+                        "(off by default, as in the demo)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = min(args.epochs, 8)
@@ -240,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     print()
     print(f"bench/learn.py  size={args.size} crop={args.crop} epochs={args.epochs} batch={args.batch_size} "
-          f"frames={args.frames}x{args.interval} lr={args.lr} seeds={args.seeds} data-seed={args.data_seed}  on {machine}")
+          f"frames={args.frames}x{args.interval} lr={args.lr} seeds={args.seeds} data-seed={args.data_seed} "
+          f"augment-on={args.augment_on} randaugment={args.randaugment}  on {machine}")
     print("top-1 / top-5 / GFLOPs: after the last epoch, median over seeds; best: best epoch's top-1, median; "
           "range: last-epoch top-1 over seeds")
     header = (f"{'row':<11} {'model':<26} {'top-1':>6} {'range':>11} {'top-5':>6} {'best':>6} {'GFLOPs':>8} "
