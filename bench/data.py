@@ -215,6 +215,45 @@ def device_augment_rate(version: str, config: DataConfig, batch: int = 8) -> tup
     return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
+def time_split(version: str, config: DataConfig, repeats: int) -> dict[str, float]:
+    """Where a decode-side clip's CPU time goes (ms per clip, one thread, best of ``repeats`` passes): opening the
+    reader (container + index), + decoding the sampled frames as stored, + decoding them at the fixed transfer
+    size inside the decoder, and the whole decode-side step (``DecodeClips``, augment_on=device)."""
+    from hvt.data.video_reader import open_video
+
+    samples = list(_samples(version))
+    sampler = ClipSampler.from_config(config)
+    ht, wt = config.transfer_size
+
+    def opened(s):
+        with open_video(s.video) as reader:
+            return len(reader)
+
+    def stored(s):
+        with open_video(s.video) as reader:
+            reader.get_batch(np.unique(sampler(len(reader), True, np.random.default_rng(0))).tolist()).asnumpy()
+
+    def transfer(s):
+        portrait = int(s.meta.get("height", 0)) > int(s.meta.get("width", 0))
+        size = {"width": ht, "height": wt} if portrait else {"width": wt, "height": ht}
+        with open_video(s.video, **size) as reader:
+            reader.get_batch(np.unique(sampler(len(reader), True, np.random.default_rng(0))).tolist())
+
+    decode = DecodeClips(config, training=True, rng_nonce=0)
+    steps = {"open_ms": opened, "open+decode_stored_ms": stored, "open+decode_at_transfer_size_ms": transfer,
+             "decode_side_ms": lambda s: decode(_row(s))}  # fmt: skip
+    out = {}
+    for name, fn in steps.items():
+        best = float("inf")
+        for _ in range(repeats):
+            cpu = time.process_time()
+            for s in samples:
+                fn(s)
+            best = min(best, (time.process_time() - cpu) / len(samples) * 1000)
+        out[name] = round(best, 2)
+    return out
+
+
 def _rss_mb(pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
@@ -378,6 +417,8 @@ def main() -> None:
     wall, per_cpu = device_augment_rate(versions[("real", profile)], device_cfg)
     add("real", profile, "device-augment", "device", per_cpu, wall, note="measured on this CPU, one thread")
 
+    split = time_split(versions[("real", profile)], device_cfg, repeats)
+    print(f"  time split (real, {profile}): {split}", file=sys.stderr)
     # resident memory of one decode process, before this process imports Ray
     memory = memory_run(versions[("real", profile)], device_cfg, 200 if args.quick else 1000)
     trainer: list[dict] = []
@@ -406,8 +447,9 @@ def main() -> None:
         finally:
             ray.shutdown()
     print(render(rows, memory, trainer))
+    print(f"- where a decode-side clip's CPU time goes (real, {profile}, ms per clip, best of {repeats}): {split}")
     if args.json:
-        print(json.dumps({"rows": rows, "memory": memory, "trainer": trainer, "profile": profile,
+        print(json.dumps({"rows": rows, "memory": memory, "trainer": trainer, "profile": profile, "time_split": split,
                           "load_average": {"start": LOAD_AT_START, "end": open("/proc/loadavg").read().split()[:3]}},
                          indent=2))  # fmt: skip
 

@@ -44,7 +44,7 @@ __all__ = ["EpochStats", "compute_loss", "make_optimization", "seed_everything",
 
 log = logging.getLogger(__name__)
 
-BATCH_COLUMNS = ("clip", "label", "decode_ok")  # decode-side augmentation; see hvt.data.train_columns
+BATCH_COLUMNS = ("clip", "label", "decode_ok")  # validation rows (test transform, decode side); training: train_columns
 
 
 def seed_everything(seed: int) -> None:
