@@ -122,7 +122,8 @@ def decode_transfer_frames(
         frames = frames.transpose(0, 2, 1, 3)
     if frames.shape[1:3] != (ht, wt):
         raise VideoDecodeError(f"decoder returned {frames.shape[1:3]} frames, expected {(ht, wt)}")
-    np.take(frames, inverse.reshape(-1), axis=0, out=out.reshape(-1, ht, wt, 3))
+    # mode="clip": numpy buffers ``out`` (one more full copy) under the default mode="raise"; indices are valid
+    np.take(frames, inverse.reshape(-1), axis=0, out=out.reshape(-1, ht, wt, 3), mode="clip")
     return indices, src
 
 
@@ -290,7 +291,7 @@ class DecodeClips:
         read_errors = batch.get("read_error")
         heights, widths = batch.get("height"), batch.get("width")
         views = cfg.num_clips
-        frames = np.zeros((len(keys), *self.loader.frames_shape()), np.uint8)
+        frames = np.empty((len(keys), *self.loader.frames_shape()), np.uint8)  # every row is written below
         lead = (len(keys),) if views == 1 else (len(keys), views)
         placeholder = self._placeholder_params()
         aug = np.broadcast_to(placeholder, (*lead, placeholder.size)).copy()
