@@ -193,3 +193,22 @@ def test_failed_rows_carry_valid_placeholder_parameters():
     assert aug[F["src_h"]] > 0 and aug[F["src_w"]] > 0  # a dropped row can never divide by zero
     expected = pack_params(ClipAugment(*cfg.transfer_size, CropBox(0, 0, 224, 224), (), False), cfg.randaugment_n)
     np.testing.assert_array_equal(aug, expected)
+
+
+def test_several_training_views_per_video_keep_their_layout():
+    """num_clips > 1: frames [B, V, T, ...] and parameters [B, V, P] give clips [B, V, 3, T, c, c], each view its
+    own draw, as the decode-side clips [B, V, T, c, c, 3] normalised would be laid out."""
+    data = (inputs() / "frame_index_h264.mp4").read_bytes()
+    cfg = DataConfig.for_sampling("4x4x2", crop_size=32, train_short_side=(32, 48), test_short_side=32)
+    rows = DecodeClips(cfg, training=True, rng_nonce=0)(
+        {"key": np.array(["a", "b"], object), "video": np.array([data, data], object), "label": np.array([0, 1]),
+         "height": np.array([120, 120]), "width": np.array([160, 160])})
+    assert rows["frames"].shape == (2, 2, 4, *cfg.transfer_size, 3) and rows["aug"].shape[:2] == (2, 2)
+    frames = torch.from_numpy(rows["frames"])
+    augment = DeviceAugment(cfg)
+    clips = augment(frames, rows["aug"])
+    statics = augment.static(frames, rows["static_frame"], rows["static_aug"])
+    assert clips.shape == statics.shape == (2, 2, 3, 4, 32, 32)
+    assert -1.0 <= float(clips.min()) and float(clips.max()) <= 1.0
+    assert not torch.equal(clips[0, 0], clips[0, 1])  # two views of one video: two draws
+    assert torch.equal(statics[..., 0, :, :], statics[..., 3, :, :])  # static: the same frame at every time step

@@ -259,7 +259,8 @@ class DeviceAugment:
         flat = frames.reshape(-1, *frames.shape[-4:])
         index = torch.as_tensor(np.asarray(frame_index.cpu() if isinstance(frame_index, torch.Tensor)
                                            else frame_index, dtype=np.int64).reshape(-1))
-        chosen = flat[torch.arange(flat.shape[0]), index.to(flat.device)].unsqueeze(1)  # [N, 1, Ht, Wt, 3]
+        rows = torch.arange(flat.shape[0], device=flat.device)
+        chosen = flat[rows, index.to(flat.device)].unsqueeze(1)  # [N, 1, Ht, Wt, 3]
         return self.views_0_255(chosen, params).expand(-1, t, -1, -1, -1).clone()  # [N, T, 3, c, c]
 
     def to_uint8(self, frames: torch.Tensor, params: Any) -> torch.Tensor:
