@@ -4,6 +4,13 @@
 ``load_clip_from_bytes`` / ``load_clip_from_path``) both go through it. Only the frames a clip needs are decoded
 (``get_batch`` on the sorted unique indices); the crop is resized, never the whole frame.
 
+Training with ``augment_on="device"`` (``ClipLoader.load_frames``, ``DecodeClips``' default), the pixels are
+copied once on the decode side: decord decodes and rescales to the fixed transfer size into its own buffer, which
+numpy reads through DLPack (no copy), and one ``np.take`` writes the clip's frames (repeats included, portrait
+frames transposed) into the batch's preallocated output array. The decode-side placement copies them several
+more times (``asnumpy``, the frame gather, crop and resize, RandAugment, the layout change, ``np.stack``) and
+ships a second, static clip; with the device placement the static clip is one frame index.
+
 A sample that cannot be decoded never stops a batch: ``DecodeClips`` returns a zero-filled clip with
 ``decode_ok = False`` for that row and logs the key and reason, so the training loop counts failures exactly
 (see ``hvt.data.split_decode_failures``).
