@@ -113,6 +113,17 @@ def integrity_metrics(checks: dict[str, SplitCheck], train_metrics: dict[str, An
     }
 
 
+def evaluation_scaling(scaling: ScalingSpec) -> ScalingSpec:
+    """How the post-training evaluation runs: on the training run's workers, except for a CPU run on a one-node
+    Ray, where the workers would share this process's cores and a worker group would only add its start-up (about
+    15 s here): then in this process, which gives the same metrics (``tests/test_evaluate_distributed.py``)."""
+    import ray
+
+    if scaling.use_gpu or scaling.num_workers == 1 or len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+        return scaling
+    return scaling.model_copy(update={"num_workers": 1, "min_workers": None})
+
+
 def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate the run's best checkpoint on the val split (the shards that passed their check); return
     (metrics, checkpoint state)."""
@@ -123,7 +134,7 @@ def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any],
     on_workers = cfg.scaling.use_gpu and not torch.cuda.is_available()
     raw = run_evaluation(state, source, EVAL_SPLIT, with_views(cfg.data, cfg.val_views),
                          num_classes=len(result.dataset.classes), batch_size=cfg.optim.batch_size,
-                         scaling=cfg.scaling, on_workers=on_workers)
+                         scaling=evaluation_scaling(cfg.scaling), on_workers=on_workers)
     failures = int(raw.get("decode_failures", 0) or 0)
     metrics = {
         "val_top1": raw.get("top1", 0.0),

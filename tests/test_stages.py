@@ -192,3 +192,26 @@ def test_damaged_champion_alias_keeps_the_new_version_and_does_not_promote(datas
         assert registry.verify_version(registered.version) == []
     finally:
         alias.write_bytes(saved)
+
+
+@pytest.mark.parametrize(
+    ("scaling", "alive_nodes", "workers"),
+    [
+        ({"num_workers": 2}, 1, 1),  # CPU, one node: in this process
+        ({"num_workers": 2, "min_workers": 1}, 1, 1),  # elastic CPU run, one node: in this process too
+        ({"num_workers": 2}, 2, 2),  # CPU on a cluster: on the workers
+        ({"num_workers": 2, "use_gpu": True}, 1, 2),  # GPU: on the workers
+        ({"num_workers": 1}, 1, 1),
+    ],
+)
+def test_evaluation_runs_where_it_gains_something(monkeypatch, scaling, alive_nodes, workers):
+    import ray
+
+    from hvt.config import ScalingSpec
+    from hvt.stages import evaluation_scaling
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}] * alive_nodes + [{"Alive": False}])
+    spec = ScalingSpec(**scaling)
+    chosen = evaluation_scaling(spec)
+    assert chosen.num_workers == workers
+    assert chosen.use_gpu == spec.use_gpu and spec.num_workers == scaling["num_workers"]  # the run's own is kept
