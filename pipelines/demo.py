@@ -30,7 +30,7 @@ from pipelines.train import train_haltingvt
 DEMO_DATASET = "synthetic-motion"
 
 
-def demo_config(store: str, epochs: int = 40) -> TrainConfig:
+def demo_config(store: str, epochs: int = 20) -> TrainConfig:
     """Small enough for 2 CPU cores, large enough to really learn motion.
 
     The Glimpser keeps 0.3 of each frame's patches: in ``bench/learn.py`` (docs/BENCHMARKS.md, measured before
@@ -67,7 +67,7 @@ def demo_source() -> SyntheticSource:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
