@@ -78,7 +78,7 @@ def test_device_placement_ships_fixed_size_frames_and_parameters_only(batch):
     ht, wt = config.transfer_size
     assert set(out) == {"frames", "aug", "static_frame", "static_aug", "label", "key", "decode_ok"}
     assert out["frames"].shape == (n_good + 3, 8, ht, wt, 3) and out["frames"].dtype == np.uint8
-    assert out["aug"].shape == out["static_aug"].shape == (n_good + 3, 7 + 2 * config.randaugment_n)
+    assert out["aug"].shape == out["static_aug"].shape == (n_good + 3, 9 + 2 * config.randaugment_n)
     assert out["static_frame"].shape == (n_good + 3,) and 0 <= out["static_frame"].min() <= out["static_frame"].max() < 8
     assert out["decode_ok"].tolist() == [True] * n_good + [False] * 3 and not out["frames"][n_good:].any()
     for i in range(n_good):

@@ -52,13 +52,14 @@ class DataConfig(BaseModel):
     augment_on: Literal["decode", "device"] = Field(
         "device",
         description="decode: decode workers augment and ship finished clips (and static clips); device: they "
-        "ship the sampled frames at one fixed size plus the drawn parameters, the training device augments "
+        "ship the sampled frames in one fixed-size canvas plus the drawn parameters, the training device augments "
         "(hvt.data.device_augment). Evaluation always crops on the decode side.",
     )
     transfer_aspect: float = Field(
         16 / 9, ge=1.0, le=4.0,
-        description="long/short side of the fixed-size frames shipped with augment_on=device (short side = "
-        "train_short_side[0]; portrait videos travel transposed). Sources of another aspect are stretched",
+        description="long/short side of the fixed-size canvas the frames travel in with augment_on=device (short "
+        "side train_short_side[0]). Frames keep their aspect: short side at the canvas height unless the long side "
+        "would not fit (then scaled to fit), portrait videos transposed, the rest of the canvas zero",
     )
 
     # motion-loss fake clips
@@ -124,9 +125,9 @@ class DataConfig(BaseModel):
 
     @property
     def transfer_size(self) -> tuple[int, int]:
-        """(height, width) of the frames decode workers ship with ``augment_on="device"``: short side
-        ``train_short_side[0]`` (so the device only ever enlarges the crop box, as the decode-side path's
-        upscale-then-crop does), long side ``transfer_aspect`` times that."""
+        """(height, width) of the canvas decode workers ship frames in with ``augment_on="device"``: short side
+        ``train_short_side[0]`` (so the device only ever enlarges the crop box of a video placed at that height,
+        as the decode-side path's upscale-then-crop does), long side ``transfer_aspect`` times that."""
         short = self.train_short_side[0]
         return short, max(short, round(short * self.transfer_aspect))
 

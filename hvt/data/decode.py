@@ -5,9 +5,9 @@
 (``get_batch`` on the sorted unique indices); the crop is resized, never the whole frame.
 
 Training with ``augment_on="device"`` (``ClipLoader.load_frames``, ``DecodeClips``' default), the pixels are
-copied once on the decode side: decord decodes and rescales to the fixed transfer size into its own buffer, which
-numpy reads through DLPack (no copy), and one ``np.take`` writes the clip's frames (repeats included, portrait
-frames transposed) into the batch's preallocated output array. The decode-side placement copies them several
+copied once on the decode side: decord decodes (and rescales where needed) into its own buffer, which numpy
+reads through DLPack (no copy), and one assignment per frame writes the clip's frames (repeats included,
+portrait frames transposed) into the batch's preallocated output array. The decode-side placement copies them several
 more times (``asnumpy``, the frame gather, crop and resize, RandAugment, the layout change, ``np.stack``) and
 ships a second, static clip; with the device placement the static clip is one frame index.
 
@@ -35,6 +35,7 @@ from hvt.data.transforms import (
     eval_transform,
     pack_params,
     param_ops,
+    placement,
     train_transform,
 )
 from hvt.data.video_reader import VideoDecodeError, open_video
@@ -97,20 +98,29 @@ def decode_transfer_frames(
     out: np.ndarray,
     size_hint: tuple[int, int] | None = None,
     num_threads: int = 1,
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode a training sample's sampled frames straight to the fixed ``transfer`` size (height, width), into
-    ``out`` (uint8 ``[C, T, Ht, Wt, 3]``, written in place: the only copy after the decoder's own buffer).
+) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """Decode a training sample's sampled frames into the fixed ``transfer`` canvas (height, width), into ``out``
+    (uint8 ``[C, T, Ht, Wt, 3]``, written in place: the only copy after the decoder's own buffer).
 
-    ``size_hint``: the video's shown (height, width) from the shard metadata. With it, decord rescales inside the
-    decoder (FFmpeg's scaler, fused with the colour conversion); portrait videos are decoded at the transposed
-    size and stored transposed (landscape). Without it, frames are decoded as stored and rescaled here. Returns
-    the sampled indices int64 ``[C, T]`` and the source (height, width). Raises ``VideoDecodeError``.
+    The frames keep their aspect: placed at the top left, short side ``Ht`` unless the long side would not fit
+    (:func:`hvt.data.transforms.placement`; portrait videos transposed to landscape). A video already at that size
+    (the shard writer's default transcode) is not rescaled at all; others are rescaled inside the decoder (FFmpeg's
+    scaler, fused with the colour conversion) when ``size_hint`` (the shown (height, width) from the shard
+    metadata) says how, else decoded as stored and rescaled here. The canvas beyond the frame is zero, but for one
+    replicated row and column that the device's bilinear sampling may touch at the frame's edge. Returns the
+    sampled indices int64 ``[C, T]``, the source (height, width) and the placed (height, width) in the canvas.
+    Raises ``VideoDecodeError``.
     """
     ht, wt = transfer
     known = size_hint is not None and size_hint[0] > 0 and size_hint[1] > 0
-    portrait = bool(known and size_hint[0] > size_hint[1])  # type: ignore[index]
-    size = {"width": ht, "height": wt} if portrait else {"width": wt, "height": ht}
-    with open_video(data, num_threads, **(size if known else {})) as reader:
+    size: dict[str, int] = {}
+    if known:
+        src = (int(size_hint[0]), int(size_hint[1]))  # type: ignore[index]
+        transposed, placed = placement(*src, transfer)
+        shown = (placed[1], placed[0]) if transposed else placed  # the placed size in the video's orientation
+        if shown != src:
+            size = {"width": shown[1], "height": shown[0]}
+    with open_video(data, num_threads, **size) as reader:
         num_frames = len(reader)
         if num_frames < 1:
             raise VideoDecodeError("the video has no frames")
@@ -119,19 +129,25 @@ def decode_transfer_frames(
         frames = _as_array(reader.get_batch(wanted.tolist()))  # [U, h, w, 3]
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != len(wanted):
         raise VideoDecodeError(f"decoder returned frames of shape {frames.shape} for {len(wanted)} indices")
-    if known:
-        src = (int(size_hint[0]), int(size_hint[1]))  # type: ignore[index]
-    else:
+    if not known:
         src = (int(frames.shape[1]), int(frames.shape[2]))
-        portrait = src[0] > src[1]
-        frames = _resize_frames(frames, (wt, ht) if portrait else (ht, wt))
-    if portrait:
+        transposed, placed = placement(*src, transfer)
+        frames = _resize_frames(frames, (placed[1], placed[0]) if transposed else placed)
+    if transposed:
         frames = frames.transpose(0, 2, 1, 3)
-    if frames.shape[1:3] != (ht, wt):
-        raise VideoDecodeError(f"decoder returned {frames.shape[1:3]} frames, expected {(ht, wt)}")
-    # mode="clip": numpy buffers ``out`` (one more full copy) under the default mode="raise"; indices are valid
-    np.take(frames, inverse.reshape(-1), axis=0, out=out.reshape(-1, ht, wt, 3), mode="clip")
-    return indices, src
+    ph, pw = placed
+    if frames.shape[1:3] != placed:
+        raise VideoDecodeError(f"decoder returned {frames.shape[1:3]} frames, expected {placed}")
+    canvas = out.reshape(-1, ht, wt, 3)
+    for k, source in enumerate(inverse.reshape(-1)):
+        canvas[k, :ph, :pw] = frames[source]
+    if pw < wt:
+        canvas[:, :ph, pw] = canvas[:, :ph, pw - 1]
+        canvas[:, :ph, pw + 1 :] = 0
+    if ph < ht:
+        canvas[:, ph] = canvas[:, ph - 1]
+        canvas[:, ph + 1 :] = 0
+    return indices, src, placed
 
 
 class ClipLoader:
@@ -206,16 +222,18 @@ class ClipLoader:
         if out is None:
             out = np.empty(shape, np.uint8)
         clips = out.reshape(cfg.num_clips, *shape[-4:])
-        indices, (src_h, src_w) = decode_transfer_frames(
+        indices, (src_h, src_w), placed = decode_transfer_frames(
             data, self.sampler, rng, cfg.transfer_size, clips, size_hint, cfg.decode_threads
         )
         n_ops = param_ops(cfg)
         augs, static_frames, static_augs = [], [], []
         for _ in range(cfg.num_clips):
-            augs.append(pack_params(draw_train_params(src_h, src_w, cfg, rng, self.randaugment), n_ops))
+            augs.append(pack_params(draw_train_params(src_h, src_w, cfg, rng, self.randaugment), n_ops, placed))
             if cfg.static_clips:
                 static_frames.append(pick_static_frame(cfg.num_frames, rng))
-                static_augs.append(pack_params(draw_train_params(src_h, src_w, cfg, rng, self.randaugment), n_ops))
+                static_augs.append(
+                    pack_params(draw_train_params(src_h, src_w, cfg, rng, self.randaugment), n_ops, placed)
+                )
         one = cfg.num_clips == 1
         row = {"frames": out, "aug": augs[0] if one else np.stack(augs),
                "frame_indices": indices[0] if one else indices}
@@ -289,7 +307,7 @@ class DecodeClips:
         cfg = self.loader.config
         ht, wt = cfg.transfer_size
         box = CropBox(0, 0, cfg.crop_size, cfg.crop_size)
-        return pack_params(ClipAugment(ht, wt, box, (), False), param_ops(cfg))
+        return pack_params(ClipAugment(ht, wt, box, (), False), param_ops(cfg), (ht, wt))
 
     def _call_device(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``augment_on="device"`` rows: each sample's frames decoded into one preallocated batch array."""

@@ -1,9 +1,10 @@
 """Training augmentation on the training device, batched, with per-clip parameters drawn on the decode side.
 
-With ``DataConfig.augment_on = "device"`` a decode worker ships, per training view, the sampled frames at one
-fixed size (``DataConfig.transfer_size``, portrait videos transposed) and a small float32 parameter row
-(:func:`hvt.data.transforms.pack_params`: the crop box in source pixels, the flip, the RandAugment operations),
-drawn with the same generator calls, in the same order, as the decode-side path draws them
+With ``DataConfig.augment_on = "device"`` a decode worker ships, per training view, the sampled frames in one
+fixed-size canvas (``DataConfig.transfer_size``; aspect kept, portrait videos transposed:
+:func:`hvt.data.transforms.placement`) and a small float32 parameter row (:func:`hvt.data.transforms.pack_params`:
+the source and placed sizes, the crop box in source pixels, the flip, the RandAugment operations), drawn with the
+same generator calls, in the same order, as the decode-side path draws them
 (:func:`hvt.data.transforms.draw_train_params`). The same sample in the same epoch is therefore augmented with
 the same parameters whichever placement runs, and the distribution (short side, crop place, flip rate, one
 RandAugment draw per clip) is the decode-side one by construction. The static fake clip travels as one frame index
@@ -14,11 +15,11 @@ What runs where, and why:
 
 * **Rescale + crop** (and undoing the transposition of portrait videos) is one
   ``kornia.geometry.transform.crop_and_resize`` per frame batch: each clip's box is given as four corner points
-  in the fixed-size frame, so the transposition is only a corner order. The flip comes last, as on the decode
-  side (RandAugment's rotations, shears and translations do not commute with it). The corners put the
-  centre of the first and last output pixel where the decode-side resize (``F.interpolate``, half-pixel centres)
-  puts them. The crop is always enlarged or kept (the fixed frame's short side is ``train_short_side[0]``), so
-  bilinear sampling equals the decode-side antialiased resize, up to the decoder's own rescale to the fixed size.
+  in the canvas, so the transposition is only a corner order. The corners put the centre of the first and last
+  output pixel where the decode-side resize (``F.interpolate``, half-pixel centres) puts them. A video placed at
+  short side ``train_short_side[0]`` only ever has its crop box enlarged, so bilinear sampling equals the
+  decode-side antialiased resize; a video the decoder had to rescale to fit differs by that rescale. The flip
+  comes last, as on the decode side (RandAugment's rotations, shears and translations do not commute with it).
 * **RandAugment** uses our own batched operations: the same formulas as :mod:`hvt.data.randaugment` (held against
   PIL in ``tests/test_data_randaugment_reference.py``), with per-clip parameter tensors. kornia does not do what
   the recipe needs here: ``kornia.augmentation.auto.RandAugment`` has another operation set and magnitude scale
@@ -47,23 +48,23 @@ _OP_ID = {name: i for i, name in enumerate(OPS)}
 _F = {name: i for i, name in enumerate(PARAM_FIELDS)}
 
 
-def box_corners(params: torch.Tensor, transfer: tuple[int, int], crop: int) -> torch.Tensor:
-    """Corner points ``[N, 4, 2]`` (x, y in the fixed-size frame; top-left, top-right, bottom-right, bottom-left
+def box_corners(params: torch.Tensor, crop: int) -> torch.Tensor:
+    """Corner points ``[N, 4, 2]`` (x, y in the transfer canvas; top-left, top-right, bottom-right, bottom-left
     of the output) of each clip's crop, for ``kornia.geometry.transform.crop_and_resize`` (inclusive pixel-centre
     coordinates). ``params``: float ``[N, P]`` rows of :func:`hvt.data.transforms.pack_params`. No flip here:
     it comes after RandAugment, whose geometric operations do not commute with it."""
-    ht, wt = transfer
     col = lambda name: params[:, _F[name]]  # noqa: E731
     src_h, src_w = col("src_h").clamp_min(1.0), col("src_w").clamp_min(1.0)
+    placed_h, placed_w = col("placed_h").clamp_min(1.0), col("placed_w").clamp_min(1.0)
     top, left, height, width = col("top"), col("left"), col("height"), col("width")
     transposed = src_h > src_w
     first, last = 0.5, crop - 0.5  # output pixel centres of the first and last column/row, in crop units
     # source coordinates (pixel centres) of the output's first/last column and row, as F.interpolate samples them
     x0, x1 = left + first * width / crop - 0.5, left + last * width / crop - 0.5
     y0, y1 = top + first * height / crop - 0.5, top + last * height / crop - 0.5
-    # source -> fixed-size frame: (s + 0.5) * scale - 0.5 per axis; portrait frames are stored transposed
-    sx = torch.where(transposed, ht / src_w, wt / src_w)  # scale of the source x axis
-    sy = torch.where(transposed, wt / src_h, ht / src_h)
+    # source -> canvas: (s + 0.5) * scale - 0.5 per axis; portrait frames are stored transposed
+    sx = torch.where(transposed, placed_h / src_w, placed_w / src_w)  # scale of the source x axis
+    sy = torch.where(transposed, placed_w / src_h, placed_h / src_h)
     tx0, tx1 = (x0 + 0.5) * sx - 0.5, (x1 + 0.5) * sx - 0.5
     ty0, ty1 = (y0 + 0.5) * sy - 0.5, (y1 + 0.5) * sy - 0.5
     # output corners (u, v) = (0,0), (c-1,0), (c-1,c-1), (0,c-1) -> source (x(u), y(v)) -> frame (col, row)
@@ -79,7 +80,7 @@ def crop_frames(frames: torch.Tensor, params: torch.Tensor, crop: int) -> torch.
     from kornia.geometry.transform import crop_and_resize
 
     n, t, ht, wt, _ = frames.shape
-    corners = box_corners(params, (ht, wt), crop).repeat_interleave(t, 0)  # [N*T, 4, 2]
+    corners = box_corners(params, crop).repeat_interleave(t, 0)  # [N*T, 4, 2]
     images = frames.reshape(n * t, ht, wt, 3).permute(0, 3, 1, 2).float()
     out = crop_and_resize(images, corners, (crop, crop), mode="bilinear", padding_mode="border", align_corners=True)
     return out.round_().clamp_(0.0, 255.0).reshape(n, t, 3, crop, crop)

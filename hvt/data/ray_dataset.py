@@ -20,7 +20,7 @@ Row schema (what ``ray.train.get_dataset_shard(name).iter_torch_batches(collate_
 =============== ======= ================================================================================
 
 Training with ``config.augment_on == "device"`` (the default), ``clip`` / ``static_clip`` are replaced by
-``frames`` (uint8 ``[T,Ht,Wt,3]``, the sampled frames at ``config.transfer_size``), ``aug`` (float32 ``[P]``, the
+``frames`` (uint8 ``[T,Ht,Wt,3]``, the sampled frames in the ``config.transfer_size`` canvas), ``aug`` (float32 ``[P]``, the
 drawn augmentation), ``static_frame`` (int64, which of the T frames is the static clip's) and ``static_aug``;
 ``hvt.data.device_augment.DeviceAugment`` turns them into clips on the training device (``train_columns``).
 

@@ -122,8 +122,20 @@ def apply_train_params(frames: np.ndarray, params: ClipAugment, config: DataConf
     return _to_numpy(clip)
 
 
-PARAM_FIELDS = ("src_h", "src_w", "top", "left", "height", "width", "flip")
-"""Leading fields of a packed parameter row; then ``(operation id in OPS, level)`` per RandAugment slot."""
+PARAM_FIELDS = ("src_h", "src_w", "placed_h", "placed_w", "top", "left", "height", "width", "flip")
+"""Leading fields of a packed parameter row (source size, the size it was placed at in the transfer canvas, the
+crop box in source pixels, the flip); then ``(operation id in OPS, level)`` per RandAugment slot."""
+
+
+def placement(src_h: int, src_w: int, transfer: tuple[int, int]) -> tuple[bool, tuple[int, int]]:
+    """Where a ``src_h x src_w`` video goes in the landscape transfer canvas ``(Ht, Wt)``: whether it is
+    transposed (portrait), and its placed (height, width) in canvas orientation, aspect kept: short side ``Ht``
+    unless the long side would then exceed ``Wt``."""
+    ht, wt = transfer
+    transposed = src_h > src_w
+    rows, cols = (src_w, src_h) if transposed else (src_h, src_w)
+    scale = min(ht / rows, wt / cols)
+    return transposed, (max(1, min(ht, round(rows * scale))), max(1, min(wt, round(cols * scale))))
 
 
 def param_ops(config: DataConfig) -> int:
@@ -135,12 +147,14 @@ def num_param_ops(row_length: int) -> int:
     return (row_length - len(PARAM_FIELDS)) // 2
 
 
-def pack_params(params: ClipAugment, n_ops: int) -> np.ndarray:
+def pack_params(params: ClipAugment, n_ops: int, placed: tuple[int, int]) -> np.ndarray:
     """float32 ``[len(PARAM_FIELDS) + 2 n_ops]``: what the training device needs to augment one view (exact:
-    pixel coordinates and levels are small, float32 holds them). Missing operation slots are identities."""
+    pixel coordinates and levels are small, float32 holds them). ``placed``: the frames' (height, width) in the
+    transfer canvas (:func:`placement`). Missing operation slots are identities."""
     box = params.box
     row = np.zeros(len(PARAM_FIELDS) + 2 * n_ops, np.float32)
-    row[: len(PARAM_FIELDS)] = (params.src_h, params.src_w, box.top, box.left, box.height, box.width, params.flip)
+    row[: len(PARAM_FIELDS)] = (params.src_h, params.src_w, *placed, box.top, box.left, box.height, box.width,
+                                params.flip)
     for k, op in enumerate(params.ops[:n_ops]):
         row[len(PARAM_FIELDS) + 2 * k : len(PARAM_FIELDS) + 2 * k + 2] = (OPS.index(op.name), op.level)
     return row
