@@ -26,13 +26,14 @@ from pathlib import Path
 import pytest
 
 from hvt import registry
+from pipelines.demo import demo_config
 
 pytestmark = [pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "hvt-local"  # the pool named in prefect.yaml
-MODEL = "haltingvt-micro-g03-b10"
+MODEL = demo_config("/unused").model.name  # what the demo and the local deployment train
 CLASSES, PER_CLASS = 3, 6
 
 

@@ -9,7 +9,7 @@ from hvt import registry
 from hvt.config import TrainConfig
 from pipelines.nightly import retrain_decision
 
-MODEL = "haltingvt-micro-g03-b10"
+MODEL = TrainConfig().model.name  # the default model, which the configs below train
 
 
 def _dataset_version(store: Path, name: str, version: str, created_at: str) -> None:

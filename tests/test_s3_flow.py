@@ -16,10 +16,11 @@ import s3fs
 from s3server import seaweedfs_server
 
 from hvt import registry
+from pipelines.demo import demo_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-MODEL = "haltingvt-micro-g03-b10"
+MODEL = demo_config("/unused").model.name  # what the demo and the local deployment train
 BLOCK = "hvt-test-s3-credentials"
 
 
