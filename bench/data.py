@@ -267,13 +267,14 @@ def _rss_mb(pid: int | str = "self") -> float:
 
 
 def _actor_rss_mb() -> list[float]:
+    """RSS (MB) of the Ray worker processes (``ray::...`` titles: the decode tasks' pooled workers, idle or busy)."""
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if b"MapWorker" in handle.read():
+                if handle.read().startswith(b"ray::"):
                     out.append(_rss_mb(pid))
         except OSError:
             continue
