@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 SUMMARY_PREFIX = "HVT_JOB_SUMMARY "
 
 
+TRAIN_SUMMARY_KEYS = ("epoch", "train_loss", "train_clips", "train_decode_failures", "train_clips_per_s",
+                      "train_data_wait_share")
+
+
 def summarize(result: Any, cfg: TrainConfig, metrics: dict[str, Any], registered: Any) -> dict[str, Any]:
     """The run summary that both the local flow path and a cluster job return (plain JSON data)."""
     version = registered.version
@@ -35,6 +39,8 @@ def summarize(result: Any, cfg: TrainConfig, metrics: dict[str, Any], registered
         "run_path": result.run_path,
         "dataset": {"name": result.dataset.name, "version": result.dataset.version},
         "metrics": metrics,
+        # the last epoch's training figures (throughput is rank 0's, per worker)
+        "train": {k: result.metrics.get(k) for k in TRAIN_SUMMARY_KEYS if k in (result.metrics or {})},
         "registry": {
             "model": version.model,
             "version": version.version,
