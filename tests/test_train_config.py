@@ -111,3 +111,21 @@ def test_bad_model_overrides_fail_where_parameters_enter(tmp_path, override, mes
     with pytest.raises(InputError, match=message) as caught:
         train_config_from_args(_args("--store", str(tmp_path), "--model-override", override))
     assert "\n" not in str(caught.value)
+
+
+def test_augment_on_flag_sets_the_placement_and_overrides_the_config_file(tmp_path):
+    import argparse
+    import json
+
+    from hvt.commands.train import add_train_config_arguments, train_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_config_arguments(parser)
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"data": {"augment_on": "device"}}))
+    assert train_config_from_args(parser.parse_args(["--store", str(tmp_path)])).data.augment_on == "device"
+    chosen = train_config_from_args(parser.parse_args(["--store", str(tmp_path), "--config", str(config),
+                                                       "--augment-on", "decode"]))
+    assert chosen.data.augment_on == "decode"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--augment-on", "gpu"])

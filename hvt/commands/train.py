@@ -41,6 +41,9 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
     parser.add_argument("--sampling", default=None, help="frames x interval x clips, e.g. 8x32x1")
     parser.add_argument("--crop-size", type=int, default=None)
+    parser.add_argument("--augment-on", choices=["decode", "device"], default=None,
+                        help="where training clips are augmented: on the training device (default) or by the "
+                             "decode workers (DataConfig.augment_on)")
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--skip-bad-shards", action="store_true",
@@ -107,6 +110,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         ("min_workers", "scaling", "min_workers"),
         ("ray_address", "scaling", "ray_address"),
         ("crop_size", "data", "crop_size"),
+        ("augment_on", "data", "augment_on"),
         ("peak_tflops", "runtime", "peak_tflops"),
         ("log_every", "runtime", "log_every_steps"),
     ):
