@@ -1,6 +1,6 @@
 """Video bytes -> augmented uint8 clips, with decord reading straight from memory.
 
-``ClipLoader`` is the one code path: the Ray decode actors (``DecodeClips``) and ``hvt predict`` (via
+``ClipLoader`` is the one code path: the Ray decode tasks (``DecodeClips``) and ``hvt predict`` (via
 ``load_clip_from_bytes`` / ``load_clip_from_path``) both go through it. Only the frames a clip needs are decoded
 (``get_batch`` on the sorted unique indices); the crop is resized, never the whole frame.
 
@@ -168,8 +168,8 @@ class ClipLoader:
         """``{"clip": uint8 clip_shape, "frame_indices": int64 clip_shape[:-3]}`` (the source frame of each clip
         frame, in shown frames) plus ``"static_clip"`` (same shape as ``clip``) when training with static clips.
         Training with ``augment_on="device"``: the clips the training device makes of this sample (the same
-        draws, augmented here on the CPU; the decode actors ship :meth:`load_frames` rows instead; ``size_hint``:
-        the shown (height, width) from the shard metadata, as the actors get it)."""
+        draws, augmented here on the CPU; the decode tasks ship :meth:`load_frames` rows instead; ``size_hint``:
+        the shown (height, width) from the shard metadata, as the decode tasks get it)."""
         cfg = self.config
         if training and rng is None:
             raise ValueError("training clips are random: pass a numpy Generator")
@@ -269,7 +269,7 @@ def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
 
 
 class DecodeClips:
-    """``map_batches`` callable: rows of video bytes -> rows of clips. Used as a Ray Data actor class.
+    """``map_batches`` callable: rows of video bytes -> rows of clips. Built per batch in a Ray Data task (``hvt.data.ray_dataset``).
 
     Input columns: ``key`` (str), ``video`` (bytes), ``label`` (int), optionally ``read_error`` (str, empty when the
     shard member was read fine) and ``height``/``width`` (the shown size from the shard metadata, 0 = unknown).
@@ -284,15 +284,15 @@ class DecodeClips:
     ) -> None:
         import torch
 
-        torch.set_num_threads(max(1, int(config.decode_cpus)))  # the actor's CPU share, not the whole machine
+        torch.set_num_threads(max(1, int(config.decode_cpus)))  # the task's CPU share, not the whole machine
         self.loader = ClipLoader(config)
         self.training = training
-        # One stream per actor: fixed by (seed, nonce) when a nonce is given (tests), else fresh per actor so two
-        # epochs or two actors never repeat the same augmentations.
+        # One stream per decoder (Ray builds one per batch): fixed by (seed, nonce) when a nonce is given (tests),
+        # else fresh, so two batches or two epochs never repeat the same augmentations.
         nonce = rng_nonce if rng_nonce is not None else int.from_bytes(os.urandom(8), "little")
         self.rng = np.random.default_rng(np.random.SeedSequence(entropy=config.seed, spawn_key=(nonce,)))
         # With the training epoch known, every clip draws from its own stream, a function of (seed, epoch, key)
-        # alone: the same run augments the same sample the same way whichever actor or batch decodes it.
+        # alone: the same run augments the same sample the same way whichever task or batch decodes it.
         self.epoch = epoch
         self.decoded = 0
         self.failed = 0

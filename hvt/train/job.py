@@ -40,7 +40,7 @@ def summarize(result: Any, cfg: TrainConfig, metrics: dict[str, Any], registered
         "dataset": {"name": result.dataset.name, "version": result.dataset.version},
         "metrics": metrics,
         # the last epoch's training figures (throughput is rank 0's, per worker)
-        "train": {k: result.metrics.get(k) for k in TRAIN_SUMMARY_KEYS if k in (result.metrics or {})},
+        "train": {k: v for k, v in (result.metrics or {}).items() if k in TRAIN_SUMMARY_KEYS},
         "registry": {
             "model": version.model,
             "version": version.version,
