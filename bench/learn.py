@@ -6,7 +6,8 @@ temporal offset, scale jitter and crop, plus the static fake of each clip) are d
 decoder, and shared. Evaluation is the test transform over the val split with ``ClipMetrics`` (torchmetrics);
 GFLOPs are per clip as spent (tokens each clip kept at each block).
 
-Rows (``--size micro`` by default, 64x64 crops, 8 frames, the demo's recipe unless a row says otherwise):
+Rows (``--size micro`` by default, 64x64 crops, 8 frames, the demo's recipe unless a row says otherwise; the
+default ``--lr`` is 1e-3, the rate of the figures in docs/BENCHMARKS.md, while the demo now trains at 5e-4):
 
 * ``dense``        jointvt-<size>: every block sees every token (the baseline)
 * ``halting``      haltingvt-<size>-g05-b10 (the demo's model)

@@ -49,10 +49,13 @@ def ensure_dataset(
                 seed=synthetic.seed,
                 frames=synthetic.frames,
                 size=(synthetic.width, synthetic.height),
+                val_fraction=synthetic.val_fraction,
+                workers=synthetic.workers,
             )
             logger.info("synthesized %d videos in %s", made.num_videos, made.root)
             shard_config = ShardConfig(
-                annotations=made.annotations_csv, videos=made.videos_dir, store=store, name=config.dataset_name
+                annotations=made.annotations_csv, videos=made.videos_dir, store=store, name=config.dataset_name,
+                shard_size=synthetic.shard_size, workers=synthetic.workers,
             )
         else:
             shard_config = ShardConfig(

@@ -37,10 +37,11 @@ def _decode(path: Path) -> np.ndarray:
 def test_same_seed_same_bytes_across_processes(tmp_path: Path) -> None:
     kwargs = dict(classes=3, per_class=2, frames=8, size=(64, 48), seed=7)
     make_synthetic_dataset(str(tmp_path / "a"), **kwargs)
-    # A second interpreter: catches anything that depends on process state (hash seeds, threads, clocks).
+    # A second interpreter, rendering in a pool of two processes: catches anything that depends on process state
+    # (hash seeds, threads, clocks) or on how the clips are spread over workers.
     code = (
         "import sys; from hvt.ingest.synthetic import make_synthetic_dataset as m; "
-        "m(sys.argv[1], classes=3, per_class=2, frames=8, size=(64, 48), seed=7)"
+        "m(sys.argv[1], classes=3, per_class=2, frames=8, size=(64, 48), seed=7, workers=2)"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], check=True, timeout=120, cwd=REPO)
     make_synthetic_dataset(str(tmp_path / "c"), **{**kwargs, "seed": 8})
@@ -50,6 +51,8 @@ def test_same_seed_same_bytes_across_processes(tmp_path: Path) -> None:
     videos_a = {k: v for k, v in a.items() if k.endswith(".mp4")}
     videos_c = {k: v for k, v in c.items() if k.endswith(".mp4")}
     assert set(videos_a.values()).isdisjoint(videos_c.values())
+    with pytest.raises(ValueError, match="workers"):
+        make_synthetic_dataset(str(tmp_path / "d"), **{**kwargs, "workers": 0})
 
 
 def test_files_annotations_and_split(tmp_path: Path) -> None:

@@ -121,3 +121,37 @@ def test_progress_line_names_each_figure_of_the_epoch():
     assert progress_line(metrics, 40) == (
         "epoch 3/40: loss 1.235, val top-1 0.562, 0.0527 GFLOPs/clip, 41.3 clips/s"
     )
+
+
+def test_next_epoch_split_is_built_ahead_and_used_once(monkeypatch):
+    """``_TrainSplits.prepare(e + 1)`` (called once epoch e's steps are done) builds epoch e + 1's split before
+    epoch e validates, and epoch e + 1 then iterates exactly that split instead of building another; nothing is
+    built past the last epoch."""
+    from hvt.train import loop
+
+    events: list[str] = []
+
+    class FakeSplit:
+        def __init__(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def iter_torch_batches(self, **kwargs):
+            events.append(f"iterate {self.epoch}")
+            return []
+
+    def build(epoch: int, world_size: int) -> list[FakeSplit]:
+        events.append(f"build {epoch}")
+        return [FakeSplit(epoch)]
+
+    cfg = TrainConfig(store="/tmp/unused", dataset_name="d", optim=OptimConfig(epochs=3))
+    splits = loop._TrainSplits({"dataset_path": "/tmp/unused"}, cfg, torch.device("cpu"))
+    monkeypatch.setattr(splits, "_split", build)
+    for epoch in range(cfg.optim.epochs):
+        splits.batches(epoch)
+        splits.prepare(epoch + 1)
+        events.append(f"validate {epoch}")
+    assert events == [
+        "build 0", "iterate 0", "build 1", "validate 0",
+        "iterate 1", "build 2", "validate 1",
+        "iterate 2", "validate 2",
+    ]

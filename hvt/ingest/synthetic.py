@@ -15,11 +15,12 @@ bit-exact flags, so the same seed yields the same bytes. Alongside them go ``ann
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,7 @@ def make_synthetic_dataset(
     fps: int = 8,
     val_fraction: float = 0.25,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> SyntheticDataset:
     """Write ``classes * per_class`` motion clips plus ``annotations.csv`` and ``classes.txt`` under ``out_dir``.
 
@@ -108,6 +110,8 @@ def make_synthetic_dataset(
         fps: frame rate written into the container.
         val_fraction: fraction of each class assigned to ``val`` (stratified), the rest ``train``.
         progress: called as ``progress(done, total)`` after each clip.
+        workers: processes rendering and encoding clips at once (the bytes do not depend on it; each clip is a
+            function of ``(seed, class, index)``). Files are written by the calling process.
     """
     _check_arguments(classes, per_class, frames, size, fps, val_fraction)
     width, height = size
@@ -118,12 +122,12 @@ def make_synthetic_dataset(
     videos_dir = storage.join(out_dir, "videos")
     storage.makedirs(videos_dir)
     total = len(specs)
-    for done, spec in enumerate(specs, start=1):
-        rng = np.random.default_rng([seed, spec.class_index, spec.index])
-        clip = render_clip(names[spec.class_index], rng, frames=frames, width=width, height=height)
-        storage.write_bytes(storage.join(videos_dir, spec.file_name), encode_h264(clip, fps=fps))
-        if progress is not None:
-            progress(done, total)
+    jobs = [(names[spec.class_index], (seed, spec.class_index, spec.index), frames, width, height, fps) for spec in specs]
+    with _clip_encoder(workers) as encode:
+        for done, (spec, video) in enumerate(zip(specs, encode(jobs), strict=True), start=1):
+            storage.write_bytes(storage.join(videos_dir, spec.file_name), video)
+            if progress is not None:
+                progress(done, total)
 
     annotations_csv = storage.join(out_dir, "annotations.csv")
     buf = io.StringIO()
@@ -145,6 +149,29 @@ def make_synthetic_dataset(
         num_videos=total,
         videos_dir=videos_dir,
     )
+
+
+def _encoded_clip(job: tuple[str, tuple[int, int, int], int, int, int, int]) -> bytes:
+    """One clip's mp4 bytes from ``(class name, rng seed words, frames, width, height, fps)``."""
+    class_name, seed_words, frames, width, height, fps = job
+    clip = render_clip(class_name, np.random.default_rng(list(seed_words)), frames=frames, width=width, height=height)
+    return encode_h264(clip, fps=fps)
+
+
+@contextlib.contextmanager
+def _clip_encoder(workers: int) -> Iterator[Callable[[list], Iterator[bytes]]]:
+    """``encode(jobs)`` -> mp4 bytes in job order: in this process for one worker, else in a pool of ``workers``
+    spawned processes (spawned, not forked: the caller may be a Prefect flow or a Ray driver with threads)."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1:
+        yield lambda jobs: map(_encoded_clip, jobs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda jobs: pool.map(_encoded_clip, jobs, chunksize=8)
 
 
 def _check_arguments(

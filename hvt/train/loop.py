@@ -104,31 +104,55 @@ def validate(model: torch.nn.Module, shard: Any, cfg: TrainConfig, num_classes: 
     return metrics.compute()
 
 
-def _epoch_train_batches(loop_config: dict[str, Any], cfg: TrainConfig, epoch: int, device: torch.device):
-    """This worker's share of epoch ``epoch`` of the training split, as CPU batches (pinned for CUDA).
+class _TrainSplits:
+    """Each epoch's training split, built by rank 0 one epoch ahead.
 
-    Rank 0 builds the epoch's dataset with the epoch passed explicitly (shard order, within-shard shuffle and
+    Rank 0 builds an epoch's dataset with the epoch passed explicitly (shard order, within-shard shuffle and
     every clip's augmentation are functions of ``(seed, epoch, sample key)``), splits it with
     ``streaming_split(equal=True)`` and hands the splits to the other ranks. Built per epoch rather than once by
     the driver so that a resumed run replays the epoch it resumes at, not epoch 0 (Ray Data's own per-execution
     reseeding counts executions, which restart at 0 after a restart). With ``runtime.ordered_data`` the split is
     deterministic too: rows keep their input order and go to the worker that has received the fewest so far.
+
+    :meth:`prepare` (called once an epoch's training steps are done) splits the next epoch ahead: each split
+    starts its own coordinator actor (a process), which then boots while the workers validate instead of while
+    they wait for their first batch. Nothing runs before the workers ask for the epoch's first batch, so what the
+    epoch reads and how it is augmented stay as they were.
     """
-    if "dataset_path" not in loop_config:  # driver-built dataset (older callers)
-        shard = ray.train.get_dataset_shard("train")
-        return shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False)
-    rank, world_size = dist.get_rank() if dist.is_initialized() else 0, _world_size()
-    splits: list[Any] = [None]
-    if rank == 0:
-        dataset = build_clip_dataset(loop_config["dataset_path"], "train", cfg.data, training=True, epoch=epoch)
-        dataset = dataset.select_columns(train_columns(cfg.data))
-        dataset.context.execution_options.preserve_order = cfg.runtime.ordered_data
-        splits = [dataset.streaming_split(world_size, equal=True)]
-    if world_size > 1:
-        dist.broadcast_object_list(splits, src=0)
-    return splits[0][rank].iter_torch_batches(
-        batch_size=cfg.optim.batch_size, drop_last=False, device="cpu", pin_memory=device.type == "cuda"
-    )
+
+    def __init__(self, loop_config: dict[str, Any], cfg: TrainConfig, device: torch.device) -> None:
+        self.loop_config, self.cfg, self.device = loop_config, cfg, device
+        self._ahead: dict[int, Any] = {}
+
+    def _split(self, epoch: int, world_size: int) -> Any:
+        dataset = build_clip_dataset(self.loop_config["dataset_path"], "train", self.cfg.data, training=True,
+                                     epoch=epoch)
+        dataset = dataset.select_columns(train_columns(self.cfg.data))
+        dataset.context.execution_options.preserve_order = self.cfg.runtime.ordered_data
+        return dataset.streaming_split(world_size, equal=True)
+
+    def batches(self, epoch: int) -> Any:
+        """This worker's share of epoch ``epoch`` of the training split, as CPU batches (pinned for CUDA).
+        Every rank calls this once per epoch, in order."""
+        cfg = self.cfg
+        if "dataset_path" not in self.loop_config:  # driver-built dataset (older callers)
+            shard = ray.train.get_dataset_shard("train")
+            return shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False)
+        rank, world_size = dist.get_rank() if dist.is_initialized() else 0, _world_size()
+        splits: list[Any] = [None]
+        if rank == 0:
+            splits = [self._ahead.pop(epoch, None) or self._split(epoch, world_size)]
+        if world_size > 1:
+            dist.broadcast_object_list(splits, src=0)
+        return splits[0][rank].iter_torch_batches(
+            batch_size=cfg.optim.batch_size, drop_last=False, device="cpu", pin_memory=self.device.type == "cuda"
+        )
+
+    def prepare(self, epoch: int) -> None:
+        """Split epoch ``epoch`` now (rank 0; a no-op elsewhere, past the last epoch or for driver-built data)."""
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if rank == 0 and "dataset_path" in self.loop_config and epoch < self.cfg.optim.epochs:
+            self._ahead[epoch] = self._split(epoch, _world_size())
 
 
 def _val_iterator(loop_config: dict[str, Any], cfg: TrainConfig) -> Any:
@@ -229,6 +253,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         _restore_rank_rng(saved_rng, rank, world_size, cfg, start_epoch)
 
     val_shard = _val_iterator(loop_config, cfg)
+    train_splits = _TrainSplits(loop_config, cfg, device)
     with_static = bool(cfg.data.static_clips)
     attempt_start_epoch = start_epoch
 
@@ -238,8 +263,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                      ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
 
     for epoch in range(start_epoch, cfg.optim.epochs):
-        batches = _epoch_train_batches(loop_config, cfg, epoch, device)
+        batches = train_splits.batches(epoch)
         stats = train_one_epoch(model, batches, optimizer, scheduler, cfg, device, with_static, log_interval)
+        train_splits.prepare(epoch + 1)  # its coordinator boots while this epoch validates
         global_step += stats.optimizer_steps
         val = validate(model, val_shard, cfg, num_classes, device)
         metrics: dict[str, Any] = {
