@@ -38,10 +38,11 @@ def demo_config(store: str, epochs: int = 20) -> TrainConfig:
     released code); more clips and more epochs both helped, RandAugment, 4 frames, a smaller batch or a stronger
     motion loss did not. What decides the result is whether the model learns, early enough, to tell static from
     moving clips (the motion loss) and then the axis of a translation: in one-process runs of this training
-    loop, lr 1e-3 got there for some seeds and not for others, 5e-4 more consistently. ``python -m pipelines.demo`` and ``make demo`` (2026-11-30) printed
-    ``val top-1: 0.976`` (0.95 from epoch 13). It is still one draw of the data order: the same recipe with the
-    shards cut at 190 samples (another order) stayed near 0.7 after 16 and 19 epochs. On this 2-core machine
-    the run takes 5.7-5.8 minutes (two runs), over issue 17's 5.
+    loop, lr 1e-3 got there for some seeds and not for others, 5e-4 more consistently. ``python -m
+    pipelines.demo`` and ``make demo`` (2026-11-30) each printed ``val top-1: 0.976`` (0.95 from epoch 13). It
+    is still one draw of the data order: the same recipe on shards cut at 190 samples (another order) stayed
+    near 0.7 (0.661 after 16 epochs; 0.710 at epoch 14 of 19). On this 2-core machine the run takes 5.7-5.8
+    minutes, over issue 17's 5.
 
     Data: the synthetic set in shards of 250 samples (3 train shards), decoded by two Ray tasks at once while
     the trainers wait for the epoch's first batch (Ray Train's equal split hands out a small epoch only once it
