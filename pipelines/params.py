@@ -16,7 +16,6 @@ class SyntheticSource(BaseModel):
     frames: int = Field(default=32, ge=8)
     width: int = Field(default=112, ge=16)
     height: int = Field(default=112, ge=16)
-    val_fraction: float = Field(default=0.25, gt=0, lt=1, description="share of each class held out as val")
     shard_size: int = Field(default=1000, ge=1, description="max samples per shard")
     workers: int = Field(default=1, ge=1, description="processes synthesizing and sharding the clips")
 

@@ -49,7 +49,6 @@ def ensure_dataset(
                 seed=synthetic.seed,
                 frames=synthetic.frames,
                 size=(synthetic.width, synthetic.height),
-                val_fraction=synthetic.val_fraction,
                 workers=synthetic.workers,
             )
             logger.info("synthesized %d videos in %s", made.num_videos, made.root)

@@ -113,7 +113,7 @@ def make_synthetic_dataset(
         workers: processes rendering and encoding clips at once (the bytes do not depend on it; each clip is a
             function of ``(seed, class, index)``). Files are written by the calling process.
     """
-    _check_arguments(classes, per_class, frames, size, fps, val_fraction)
+    _check_arguments(classes, per_class, frames, size, fps, val_fraction, workers)
     width, height = size
     names = list(MOTION_CLASSES[:classes])
     specs = _plan_clips(seed, classes, per_class, val_fraction)
@@ -162,8 +162,6 @@ def _encoded_clip(job: tuple[str, tuple[int, int, int], int, int, int, int]) -> 
 def _clip_encoder(workers: int) -> Iterator[Callable[[list], Iterator[bytes]]]:
     """``encode(jobs)`` -> mp4 bytes in job order: in this process for one worker, else in a pool of ``workers``
     spawned processes (spawned, not forked: the caller may be a Prefect flow or a Ray driver with threads)."""
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
     if workers == 1:
         yield lambda jobs: map(_encoded_clip, jobs)
         return
@@ -175,8 +173,10 @@ def _clip_encoder(workers: int) -> Iterator[Callable[[list], Iterator[bytes]]]:
 
 
 def _check_arguments(
-    classes: int, per_class: int, frames: int, size: tuple[int, int], fps: int, val_fraction: float
+    classes: int, per_class: int, frames: int, size: tuple[int, int], fps: int, val_fraction: float, workers: int
 ) -> None:
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     if not 1 <= classes <= len(MOTION_CLASSES):
         raise ValueError(f"classes must be between 1 and {len(MOTION_CLASSES)}, got {classes}")
     if per_class < 1:
