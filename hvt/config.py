@@ -133,6 +133,15 @@ class RuntimeSpec(BaseModel):
             "worker; False trades that for a little throughput"
         ),
     )
+    val_cache_mb: float = Field(
+        default=512,
+        ge=0,
+        description=(
+            "MiB of decoded val clips each training worker may keep: when every worker's share of the val split "
+            "fits, it is decoded once and replayed every epoch (the test transform draws nothing at random); "
+            "0 or a larger share: decoded every epoch"
+        ),
+    )
 
 
 class TrainConfig(BaseModel):

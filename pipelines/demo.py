@@ -61,8 +61,8 @@ def demo_config(store: str, epochs: int = 20) -> TrainConfig:
             flip=False,
             static_clips=True,
             transfer_aspect=1.0,  # the clips are square: frames travel to the trainer 64x64, no padding
-            decode_workers=2,
-            decode_cpus=0.375,
+            decode_workers=3,
+            decode_cpus=0.25,
         ),
         optim=OptimConfig(optimizer="adamw", lr=5e-4, weight_decay=0.05, epochs=epochs, warmup_epochs=1,
                           batch_size=8, static_class_loss_weight=0.0),

@@ -68,3 +68,57 @@ def test_training_dataset_streams_labelled_clips_and_counts_bad_samples(version)
         assert failed == 2  # the corrupt and the truncated sample, skipped and counted exactly
     finally:
         ray.shutdown()
+
+
+def _split_epoch(splits, batch_size: int = 2) -> list[list[tuple]]:
+    """One epoch of every split of ``splits`` (iterated at once, as the training workers do): per split, its rows
+    as ``(key, aug bytes, frames checksum)``."""
+    import threading
+    import zlib
+
+    rows: list[list[tuple]] = [[] for _ in splits]
+
+    def consume(i: int) -> None:
+        for batch in splits[i].iter_batches(batch_size=batch_size, batch_format="numpy"):
+            for j, key in enumerate(batch["key"]):
+                rows[i].append((str(key), batch["aug"][j].tobytes(), zlib.crc32(batch["frames"][j].tobytes())))
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(splits))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return rows
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_a_run_long_dataset_replays_the_per_epoch_datasets(version):
+    """``first_epoch=e``: the k-th iteration of one dataset, split once, gives every worker exactly the rows, order,
+    frames and augmentation that a dataset built for epoch e + k gives it (what a run that builds a split per epoch
+    trained on, and what a run resumed at epoch e must replay)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        config = DataConfig(
+            num_frames=4, frame_interval=4, crop_size=112, train_short_side=(128, 160), test_short_side=128,
+            decode_workers=2, decode_cpus=0.5, decode_batch_rows=2, shuffle_buffer=4,
+        )  # fmt: skip
+
+        def split(**epochs):
+            dataset = build_clip_dataset(version, "train", config, training=True, **epochs)
+            dataset = dataset.select_columns(["key", "frames", "aug"])
+            dataset.context.execution_options.preserve_order = True
+            return dataset.streaming_split(2, equal=True)
+
+        built = [_split_epoch(split(epoch=epoch)) for epoch in (2, 3, 4, 5)]
+        run_long = split(first_epoch=2)
+        replayed = [_split_epoch(run_long) for _ in range(4)]
+        for epoch, (got, want) in enumerate(zip(replayed, built, strict=True), start=2):
+            assert got == want, f"epoch {epoch}: the run-long dataset differs from the one built for it"
+        assert built[0] != built[1]  # the epochs really differ (order or augmentation), so the match means something
+        assert sum(len(rows) for rows in built[0]) == 6  # 7 samples, equal shares of 3 (the two bad ones included)
+    finally:
+        ray.shutdown()

@@ -123,35 +123,93 @@ def test_progress_line_names_each_figure_of_the_epoch():
     )
 
 
-def test_next_epoch_split_is_built_ahead_and_used_once(monkeypatch):
-    """``_TrainSplits.prepare(e + 1)`` (called once epoch e's steps are done) builds epoch e + 1's split before
-    epoch e validates, and epoch e + 1 then iterates exactly that split instead of building another; nothing is
-    built past the last epoch."""
-    from hvt.train import loop
+def test_training_split_is_built_once_and_iterated_every_epoch(monkeypatch):
+    """``TrainSplits`` builds the run's split once, at the epoch the attempt starts at (a resumed run: the epoch
+    it resumes at), and iterates the same split every epoch; asking for any epoch but the next one raises."""
+    from hvt.train import worker_data
 
     events: list[str] = []
 
     class FakeSplit:
-        def __init__(self, epoch: int) -> None:
-            self.epoch = epoch
-
         def iter_torch_batches(self, **kwargs):
-            events.append(f"iterate {self.epoch}")
-            return []
+            events.append("iterate")
+            return ["batch"]
 
-    def build(epoch: int, world_size: int) -> list[FakeSplit]:
-        events.append(f"build {epoch}")
-        return [FakeSplit(epoch)]
+    def build(first_epoch: int, workers: int) -> list[FakeSplit]:
+        events.append(f"build from {first_epoch}")
+        return [FakeSplit()]
 
-    cfg = TrainConfig(store="/tmp/unused", dataset_name="d", optim=OptimConfig(epochs=3))
-    splits = loop._TrainSplits({"dataset_path": "/tmp/unused"}, cfg, torch.device("cpu"))
+    cfg = TrainConfig(store="/tmp/unused", dataset_name="d", optim=OptimConfig(epochs=5))
+    splits = worker_data.TrainSplits({"dataset_path": "/tmp/unused"}, cfg, torch.device("cpu"), first_epoch=2)
     monkeypatch.setattr(splits, "_split", build)
-    for epoch in range(cfg.optim.epochs):
-        splits.batches(epoch)
-        splits.prepare(epoch + 1)
-        events.append(f"validate {epoch}")
-    assert events == [
-        "build 0", "iterate 0", "build 1", "validate 0",
-        "iterate 1", "build 2", "validate 1",
-        "iterate 2", "validate 2",
-    ]
+    for epoch in range(2, cfg.optim.epochs):
+        assert list(splits.batches(epoch)) == ["batch"]
+    assert events == ["build from 2", "iterate", "iterate", "iterate"]
+    with pytest.raises(ValueError, match="epoch 5 next, not epoch 2"):
+        splits.batches(2)
+
+
+@pytest.mark.parametrize("limit_bytes, decodes", [(10_000, 1), (100, 3), (0, 3)])
+def test_val_share_is_decoded_once_when_it_fits(limit_bytes, decodes):
+    """``ValBatches``: the first epoch streams the val share; when it fits in the limit, the later epochs replay
+    the same batches without asking Ray Data again; over the limit (or limit 0) every epoch streams."""
+    from hvt.train import worker_data
+
+    class FakeShard:
+        executions = 0
+
+        def iter_torch_batches(self, batch_size, drop_last):
+            FakeShard.executions += 1
+            for start in range(0, 10, batch_size):  # 10 clips of 64 bytes each: 640 bytes
+                yield {"clip": torch.full((min(batch_size, 10 - start), 64), start, dtype=torch.uint8),
+                       "label": torch.arange(start, min(start + batch_size, 10))}
+
+    val = worker_data.ValBatches(FakeShard(), 4, limit_bytes, torch.device("cpu"))
+    epochs = []
+    for _ in range(3):
+        epochs.append([{k: v.clone() for k, v in b.items()} for b in val.batches()])
+        val.end_epoch()
+    assert FakeShard.executions == decodes
+    for batches in epochs[1:]:  # the same clips, in the same batches, every epoch
+        assert [b["label"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+        assert all(torch.equal(b["clip"], a["clip"]) for a, b in zip(epochs[0], batches, strict=True))
+
+
+def test_val_share_left_unfinished_is_not_replayed():
+    """An epoch that stopped before the end of the share must not become the replayed share."""
+    from hvt.train import worker_data
+
+    class FakeShard:
+        def iter_torch_batches(self, batch_size, drop_last):
+            yield from ({"label": torch.tensor([i])} for i in range(3))
+
+    val = worker_data.ValBatches(FakeShard(), 1, 10_000, torch.device("cpu"))
+    next(iter(val.batches()))
+    val.end_epoch()
+    assert [int(b["label"]) for b in val.batches()] == [0, 1, 2]  # streamed again, whole
+
+
+def test_fetch_ahead_starts_before_it_is_iterated_and_keeps_the_order():
+    """``FetchAhead`` asks for the first item at once (in a thread), then yields every item in order; an error
+    while fetching is raised where it is iterated; an empty source yields nothing."""
+    import threading
+
+    from hvt.train.worker_data import FetchAhead
+
+    started = threading.Event()
+
+    def source():
+        started.set()
+        yield from range(5)
+
+    ahead = FetchAhead(source())
+    assert started.wait(10)  # fetching began before anyone iterated
+    assert list(ahead) == [0, 1, 2, 3, 4]
+    assert list(FetchAhead([])) == []
+
+    def broken():
+        raise RuntimeError("decode stage died")
+        yield  # pragma: no cover
+
+    with pytest.raises(RuntimeError, match="decode stage died"):
+        list(FetchAhead(broken()))

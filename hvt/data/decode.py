@@ -297,10 +297,13 @@ class DecodeClips:
         self.decoded = 0
         self.failed = 0
 
-    def _rng(self, key: str) -> np.random.Generator:
-        if self.epoch is None:
+    def _rng(self, key: str, epoch: int | np.integer | None = None) -> np.random.Generator:
+        """``key``'s stream for ``epoch`` (the row's ``epoch`` column, when the rows carry one), else for
+        ``self.epoch``; the decoder's own stream when neither is known."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        if epoch is None:
             return self.rng
-        return sample_rng(self.loader.config.seed, self.epoch, key)
+        return sample_rng(self.loader.config.seed, epoch, key)
 
     def _placeholder_params(self) -> np.ndarray:
         """A valid parameter row for a failed sample (its row is dropped before augmentation anyway)."""
@@ -315,6 +318,7 @@ class DecodeClips:
         keys = [str(k) for k in batch["key"]]
         read_errors = batch.get("read_error")
         heights, widths = batch.get("height"), batch.get("width")
+        epochs = batch.get("epoch")
         views = cfg.num_clips
         frames = np.empty((len(keys), *self.loader.frames_shape()), np.uint8)  # every row is written below
         lead = (len(keys),) if views == 1 else (len(keys), views)
@@ -328,7 +332,8 @@ class DecodeClips:
                 if read_errors is not None and read_errors[i]:
                     raise VideoDecodeError(str(read_errors[i]))
                 hint = (int(heights[i]), int(widths[i])) if heights is not None and widths is not None else None
-                row = self.loader.load_frames(batch["video"][i], self._rng(key), hint, out=frames[i])
+                rng = self._rng(key, None if epochs is None else epochs[i])
+                row = self.loader.load_frames(batch["video"][i], rng, hint, out=frames[i])
                 aug[i] = row["aug"]
                 if cfg.static_clips:
                     static_frame[i], static_aug[i] = row["static_frame"], row["static_aug"]
@@ -358,12 +363,14 @@ class DecodeClips:
         with_static = training and cfg.static_clips
         keys = [str(k) for k in batch["key"]]
         read_errors = batch.get("read_error")
+        epochs = batch.get("epoch")
         clips, statics, oks = [], [], []
         for i, key in enumerate(keys):
             try:
                 if read_errors is not None and read_errors[i]:
                     raise VideoDecodeError(str(read_errors[i]))
-                out = self.loader.load(batch["video"][i], training, self._rng(key) if training else None)
+                rng = self._rng(key, None if epochs is None else epochs[i]) if training else None
+                out = self.loader.load(batch["video"][i], training, rng)
                 ok = True
             except Exception as err:  # noqa: BLE001 - one bad sample must never end the epoch; it is counted
                 log.warning("skipping sample %r: %s", key, err)

@@ -70,21 +70,23 @@ def train_columns(config: DataConfig) -> list[str]:
     return ["clip", "label", "decode_ok"] + (["static_clip"] if config.static_clips else [])
 
 
-def _sample_table(samples: list[ShardSample]) -> pyarrow.Table:
+def _sample_table(samples: list[ShardSample], epoch: int | None = None) -> pyarrow.Table:
+    """Raw sample rows; with an ``epoch`` column (the training epoch the rows are read for) when it is known."""
     import pyarrow as pa
 
-    return pa.table(
-        {
-            "key": pa.array([s.key for s in samples], pa.string()),
-            "video": pa.array([s.video for s in samples], pa.large_binary()),
-            "ext": pa.array([s.ext for s in samples], pa.string()),
-            "label": pa.array([s.label for s in samples], pa.int64()),
-            "url": pa.array([s.url for s in samples], pa.string()),
-            "read_error": pa.array([s.read_error for s in samples], pa.string()),
-            "height": pa.array([_meta_int(s.meta, "height") for s in samples], pa.int32()),
-            "width": pa.array([_meta_int(s.meta, "width") for s in samples], pa.int32()),
-        }
-    )
+    columns = {
+        "key": pa.array([s.key for s in samples], pa.string()),
+        "video": pa.array([s.video for s in samples], pa.large_binary()),
+        "ext": pa.array([s.ext for s in samples], pa.string()),
+        "label": pa.array([s.label for s in samples], pa.int64()),
+        "url": pa.array([s.url for s in samples], pa.string()),
+        "read_error": pa.array([s.read_error for s in samples], pa.string()),
+        "height": pa.array([_meta_int(s.meta, "height") for s in samples], pa.int32()),
+        "width": pa.array([_meta_int(s.meta, "width") for s in samples], pa.int32()),
+    }
+    if epoch is not None:
+        columns["epoch"] = pa.array([epoch] * len(samples), pa.int64())
+    return pa.table(columns)
 
 
 class VideoShardDatasource(FileBasedDatasource):
@@ -105,22 +107,34 @@ class VideoShardDatasource(FileBasedDatasource):
         seed: int = 0,
         rows_per_block: int = 8,
         epoch: int | None = None,
+        first_epoch: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if epoch is not None and first_epoch is not None:
+            raise ValueError("pass epoch (one fixed epoch) or first_epoch (one epoch per execution), not both")
         super().__init__(paths, **kwargs)
         self._shuffle_buffer = shuffle_buffer
         self._seed = seed
         self._rows_per_block = rows_per_block
         self._fixed_epoch = epoch
+        self._first_epoch = first_epoch
         self._epoch = epoch or 0
 
     def get_read_tasks(self, parallelism: int, *args: Any, **kwargs: Any):
-        # The read tasks built here carry `self`, so the execution index (one per epoch) travels with them and the
-        # within-shard shuffle changes every epoch yet replays identically when Ray retries a read.
-        # An explicit ``epoch`` (the training loop's) wins: Ray's execution index restarts at 0 after a restart.
+        # The read tasks built here carry `self`, so the epoch travels with them: the within-shard shuffle changes
+        # every epoch yet replays identically when Ray retries a read. Which epoch: a fixed ``epoch``; else
+        # ``first_epoch`` + the execution index (one execution per epoch, counted from the run's start or resume:
+        # Ray's own index restarts at 0 after a restart); else Ray's execution index alone.
         context = kwargs.get("data_context", args[1] if len(args) > 1 else None)
-        if self._fixed_epoch is None:
-            self._epoch = int(getattr(context, "_execution_idx", 0) or 0)
+        executions = int(getattr(context, "_execution_idx", 0) or 0)
+        if self._fixed_epoch is not None:
+            self._epoch = self._fixed_epoch
+        elif self._first_epoch is not None:
+            self._epoch = self._first_epoch + executions
+            if self._shuffle is not None:  # the shard order a dataset built for this one epoch would have
+                self._shuffle = _file_shuffle(self._seed, self._epoch)
+        else:
+            self._epoch = executions
         return super().get_read_tasks(parallelism, *args, **kwargs)
 
     def _read_stream(self, f: Any, path: str) -> Iterator[pyarrow.Table]:
@@ -128,14 +142,15 @@ class VideoShardDatasource(FileBasedDatasource):
         if self._shuffle_buffer > 1:
             rng = np.random.default_rng([self._seed, zlib.crc32(path.rsplit("/", 1)[-1].encode()), self._epoch])
             samples = buffer_shuffle(samples, self._shuffle_buffer, rng)
+        epoch = None if self._fixed_epoch is None and self._first_epoch is None else self._epoch
         rows: list[ShardSample] = []
         for sample in samples:
             rows.append(sample)
             if len(rows) >= self._rows_per_block:
-                yield _sample_table(rows)
+                yield _sample_table(rows, epoch)
                 rows = []
         if rows:
-            yield _sample_table(rows)
+            yield _sample_table(rows, epoch)
 
 
 def _pyarrow_filesystem(urls: list[str], filesystem: Any) -> tuple[list[str], Any]:
@@ -167,9 +182,11 @@ def read_shards(
     training: bool,
     filesystem: Any = None,
     epoch: int | None = None,
+    first_epoch: int | None = None,
 ) -> ray.data.Dataset:
-    """Rows of raw samples (``key, video, ext, label, url, read_error``); shuffled when ``training``: by
-    ``(seed, epoch)`` when ``epoch`` is given, else anew at every execution of the dataset."""
+    """Rows of raw samples (``key, video, ext, label, url, read_error``, and ``epoch`` when it is known);
+    shuffled when ``training``: by ``(seed, epoch)`` when ``epoch`` is given, by ``(seed, first_epoch + k)`` at
+    the dataset's k-th execution when ``first_epoch`` is, else anew at every execution."""
     import ray.data
 
     urls = resolve_shard_urls(source, split)
@@ -182,6 +199,7 @@ def read_shards(
         seed=config.seed,
         rows_per_block=config.rows_per_block,
         epoch=epoch,
+        first_epoch=first_epoch,
     )
     return ray.data.read_datasource(datasource, override_num_blocks=len(paths), num_cpus=config.read_cpus)
 
@@ -203,6 +221,7 @@ def build_clip_dataset(
     filesystem: Any = None,
     decoder: type[DecodeClips] = DecodeClips,
     epoch: int | None = None,
+    first_epoch: int | None = None,
 ) -> ray.data.Dataset:
     """Dataset of clip rows (schema in the module docstring) for ``TorchTrainer(datasets={...})``.
 
@@ -211,11 +230,15 @@ def build_clip_dataset(
     filesystem (credentials, endpoint) for remote stores. ``decoder``: the decoder class, built per batch in a Ray task (benchmarks
     subclass it to add timing columns). ``epoch``: the training epoch this dataset is for; then the shard order, the
     within-shard shuffle and every clip's augmentation are functions of ``(config.seed, epoch, sample key)``, so a
-    run (or a resumed one) replays exactly; None: fresh randomness at every execution.
+    run (or a resumed one) replays exactly; None: fresh randomness at every execution. ``first_epoch``: one
+    dataset for a whole run, each execution (iteration) of it the next epoch, from ``first_epoch`` (a resumed
+    run passes the epoch it resumes at): the same rows, order and augmentation as one dataset per epoch, built
+    and split once (Ray Train's usual pattern, one split coordinator for the run).
     """
     import ray.data
 
-    samples = read_shards(source, split, config, training=training, filesystem=filesystem, epoch=epoch)
+    samples = read_shards(source, split, config, training=training, filesystem=filesystem, epoch=epoch,
+                          first_epoch=first_epoch)
     decoder_kwargs: dict[str, Any] = {"config": config, "training": training}
     if epoch is not None:
         decoder_kwargs["epoch"] = epoch

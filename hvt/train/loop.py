@@ -23,9 +23,8 @@ import torch
 import torch.distributed as dist
 
 from hvt.config import TrainConfig
-from hvt.data import build_clip_dataset, train_columns
 from hvt.evaluation.evaluate import evaluate_batches
-from hvt.evaluation.evaluator import Evaluator, with_views
+from hvt.evaluation.evaluator import Evaluator
 from hvt.evaluation.metrics import ClipMetrics
 from hvt.model import create_model, load_pretrained
 from hvt.train.schedule import build_scheduler
@@ -38,14 +37,12 @@ from hvt.train.step import (
     ddp_kwargs,
     train_one_epoch,
 )
+from hvt.train.worker_data import TrainSplits, ValBatches, val_iterator, world_size
 
 __all__ = ["EpochStats", "compute_loss", "make_optimization", "seed_everything", "train_one_epoch",
            "train_loop_per_worker"]
 
 log = logging.getLogger(__name__)
-
-BATCH_COLUMNS = ("clip", "label", "decode_ok")  # validation rows (test transform, decode side); training: train_columns
-
 
 def seed_everything(seed: int) -> None:
     """Seed every RNG the loop touches (torch, Python, NumPy) so that a run is repeatable per worker."""
@@ -93,97 +90,22 @@ def make_optimization(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch:
     return optimizer, scheduler
 
 
-def validate(model: torch.nn.Module, shard: Any, cfg: TrainConfig, num_classes: int, device: torch.device):
+def validate(model: torch.nn.Module, val: ValBatches, cfg: TrainConfig, num_classes: int, device: torch.device):
     """Metrics over this worker's share of the val split (its test views, ``cfg.val_views``) with the one
-    evaluator; ``compute`` gathers every worker's share."""
+    evaluator; ``compute`` gathers every worker's share. Every rank calls this once per epoch."""
     metrics = ClipMetrics(num_classes, device=device)
-    batch_size = cfg.optim.batch_size * 2
-    batches = shard.iter_torch_batches(batch_size=batch_size, drop_last=False)
-    evaluate_batches(Evaluator(unwrap(model), device, max_clips=batch_size), batches, metrics)
+    evaluate_batches(Evaluator(unwrap(model), device, max_clips=val.batch_size), val.batches(), metrics)
+    val.end_epoch()
     model.train()
     return metrics.compute()
-
-
-class _TrainSplits:
-    """Each epoch's training split, built by rank 0 one epoch ahead.
-
-    Rank 0 builds an epoch's dataset with the epoch passed explicitly (shard order, within-shard shuffle and
-    every clip's augmentation are functions of ``(seed, epoch, sample key)``), splits it with
-    ``streaming_split(equal=True)`` and hands the splits to the other ranks. Built per epoch rather than once by
-    the driver so that a resumed run replays the epoch it resumes at, not epoch 0 (Ray Data's own per-execution
-    reseeding counts executions, which restart at 0 after a restart). With ``runtime.ordered_data`` the split is
-    deterministic too: rows keep their input order and go to the worker that has received the fewest so far.
-
-    :meth:`prepare` (called once an epoch's training steps are done) splits the next epoch ahead: each split
-    starts its own coordinator actor (a process), which then boots while the workers validate instead of while
-    they wait for their first batch. Nothing runs before the workers ask for the epoch's first batch, so what the
-    epoch reads and how it is augmented stay as they were.
-    """
-
-    def __init__(self, loop_config: dict[str, Any], cfg: TrainConfig, device: torch.device) -> None:
-        self.loop_config, self.cfg, self.device = loop_config, cfg, device
-        self._ahead: dict[int, Any] = {}
-
-    def _split(self, epoch: int, world_size: int) -> Any:
-        dataset = build_clip_dataset(self.loop_config["dataset_path"], "train", self.cfg.data, training=True,
-                                     epoch=epoch)
-        dataset = dataset.select_columns(train_columns(self.cfg.data))
-        dataset.context.execution_options.preserve_order = self.cfg.runtime.ordered_data
-        return dataset.streaming_split(world_size, equal=True)
-
-    def batches(self, epoch: int) -> Any:
-        """This worker's share of epoch ``epoch`` of the training split, as CPU batches (pinned for CUDA).
-        Every rank calls this once per epoch, in order."""
-        cfg = self.cfg
-        if "dataset_path" not in self.loop_config:  # driver-built dataset (older callers)
-            shard = ray.train.get_dataset_shard("train")
-            return shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False)
-        rank, world_size = dist.get_rank() if dist.is_initialized() else 0, _world_size()
-        splits: list[Any] = [None]
-        if rank == 0:
-            splits = [self._ahead.pop(epoch, None) or self._split(epoch, world_size)]
-        if world_size > 1:
-            dist.broadcast_object_list(splits, src=0)
-        return splits[0][rank].iter_torch_batches(
-            batch_size=cfg.optim.batch_size, drop_last=False, device="cpu", pin_memory=self.device.type == "cuda"
-        )
-
-    def prepare(self, epoch: int) -> None:
-        """Split epoch ``epoch`` now (rank 0; a no-op elsewhere, past the last epoch or for driver-built data)."""
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        if rank == 0 and "dataset_path" in self.loop_config and epoch < self.cfg.optim.epochs:
-            self._ahead[epoch] = self._split(epoch, _world_size())
-
-
-def _val_iterator(loop_config: dict[str, Any], cfg: TrainConfig) -> Any:
-    """This worker's share of the val split (its test views, ``cfg.val_views``), iterable once per epoch.
-
-    Split with ``equal=False``: every val sample is evaluated exactly once over the workers (Ray Train's own split
-    of a ``datasets={"val": ...}`` entry is ``equal=True``, which drops up to W - 1 samples to even the shares out:
-    fine for training steps, wrong for a figure that picks the best checkpoint and goes into the registry)."""
-    if "val_path" not in loop_config:  # driver-built dataset (older callers)
-        return ray.train.get_dataset_shard("val")
-    rank, world_size = dist.get_rank() if dist.is_initialized() else 0, _world_size()
-    splits: list[Any] = [None]
-    if rank == 0:
-        dataset = build_clip_dataset(loop_config["val_path"], "val", with_views(cfg.data, cfg.val_views),
-                                     training=False)
-        splits = [dataset.select_columns(list(BATCH_COLUMNS)).streaming_split(world_size, equal=False)]
-    if world_size > 1:
-        dist.broadcast_object_list(splits, src=0)
-    return splits[0][rank]
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def _gather_rng() -> list[dict[str, Any]]:
     """Every rank's RNG state, in rank order (all ranks must call this)."""
     state = capture_rng()
-    if _world_size() == 1:
+    if world_size() == 1:
         return [state]
-    states: list[Any] = [None] * _world_size()
+    states: list[Any] = [None] * world_size()
     dist.all_gather_object(states, state)
     return states
 
@@ -214,9 +136,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     num_classes = int(loop_config["num_classes"])
     manifest_sha256 = loop_config["manifest_sha256"]
     context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
+    rank, workers = context.get_world_rank(), context.get_world_size()
     if "train_samples" in loop_config:  # elastic runs learn their world size only here
-        per_step = cfg.optim.batch_size * world_size
+        per_step = cfg.optim.batch_size * workers
         steps_per_epoch = max(1, math.ceil(int(loop_config["train_samples"]) / per_step))
     else:
         steps_per_epoch = max(1, int(loop_config["steps_per_epoch"]))
@@ -250,10 +172,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         model = compile_model(model)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs(unwrap(model), cfg))
     if saved_rng is not None:  # after everything that may draw random numbers while setting up
-        _restore_rank_rng(saved_rng, rank, world_size, cfg, start_epoch)
+        _restore_rank_rng(saved_rng, rank, workers, cfg, start_epoch)
 
-    val_shard = _val_iterator(loop_config, cfg)
-    train_splits = _TrainSplits(loop_config, cfg, device)
+    val_batches = ValBatches(val_iterator(loop_config, cfg), cfg.optim.batch_size * 2,
+                             int(cfg.runtime.val_cache_mb * 2**20), device)
+    train_splits = TrainSplits(loop_config, cfg, device, first_epoch=start_epoch)
     with_static = bool(cfg.data.static_clips)
     attempt_start_epoch = start_epoch
 
@@ -262,12 +185,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             log.info("epoch %d step %d: %s", epoch, int(figures.pop("step")),
                      ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
 
+    batches: Any = train_splits.batches(start_epoch) if start_epoch < cfg.optim.epochs else []
     for epoch in range(start_epoch, cfg.optim.epochs):
-        batches = train_splits.batches(epoch)
         stats = train_one_epoch(model, batches, optimizer, scheduler, cfg, device, with_static, log_interval)
-        train_splits.prepare(epoch + 1)  # its coordinator boots while this epoch validates
+        if epoch + 1 < cfg.optim.epochs:  # the next epoch decodes while this one validates and checkpoints
+            batches = train_splits.batches(epoch + 1)
         global_step += stats.optimizer_steps
-        val = validate(model, val_shard, cfg, num_classes, device)
+        val = validate(model, val_batches, cfg, num_classes, device)
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "attempt_start_epoch": attempt_start_epoch,
@@ -326,7 +250,7 @@ def progress_line(metrics: dict[str, Any], epochs: int) -> str:
 
 def _mean_over_ranks(value: float, weight: int, device: torch.device) -> float:
     """``value`` averaged over every rank, weighted by ``weight`` (all ranks must call this)."""
-    if _world_size() == 1:
+    if world_size() == 1:
         return value
     sums = torch.tensor([value * weight, float(weight)], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
@@ -335,7 +259,7 @@ def _mean_over_ranks(value: float, weight: int, device: torch.device) -> float:
 
 def _sum_over_ranks(counts: list[int], device: torch.device) -> list[int]:
     """Each of ``counts`` summed over every rank (all ranks must call this)."""
-    if _world_size() == 1:
+    if world_size() == 1:
         return list(counts)
     sums = torch.tensor(counts, dtype=torch.int64, device=device)
     dist.all_reduce(sums)

@@ -67,7 +67,7 @@ def build_trainer(
     for split, source in (("train", train_source), ("val", val_source)):
         if not source:
             raise TrainingError(f"dataset {dataset.name} {dataset.version} has no readable {split!r} shards left")
-    # both splits are built inside the loop: train per epoch (loop._TrainSplits), val once (loop._val_iterator)
+    # both splits are built inside the loop, once per attempt (hvt.train.worker_data: TrainSplits, val_iterator)
     n_train = checks["train"].samples if checks else dataset.split_samples("train")
     if n_train == 0:
         raise TrainingError(f"dataset {dataset.name} {dataset.version} has no 'train' samples")
