@@ -19,15 +19,17 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 
 from hvt import storage
 from hvt.config import ModelSpec, OptimConfig, ScalingSpec, TrainConfig
 from hvt.data import DataConfig
 from pipelines.params import SyntheticSource
-from pipelines.train import train_haltingvt
 
 DEMO_DATASET = "synthetic-motion"
+
+log = logging.getLogger(__name__)
 
 
 def demo_config(store: str, epochs: int = 20) -> TrainConfig:
@@ -74,6 +76,29 @@ def demo_source() -> SyntheticSource:
     return SyntheticSource(classes=4, per_class=250, seed=0, frames=32, width=64, height=64, workers=2, shard_size=250)
 
 
+def start_prefect_api() -> threading.Thread | None:
+    """Start in-process Prefect's temporary API server (a subprocess that the flow would otherwise start at its
+    first API call, then wait for) in a thread, so that it boots while the pipeline's modules import: both take
+    seconds of one core each. Join the returned thread before running a flow; None when a Prefect API is
+    configured (``PREFECT_API_URL``): nothing to start."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        try:
+            SubprocessASGIServer().start()
+        except Exception as err:  # noqa: BLE001 - the flow's first API call starts it again, or says why not
+            log.warning("could not start Prefect's temporary API server ahead of the flow: %s", err)
+
+    thread = threading.Thread(target=start, name="prefect-api-start", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
@@ -81,13 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--augment-on", choices=["decode", "device"], default=None,
                         help="where training clips are augmented (DataConfig.augment_on; default: the project's)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Ray Data narrates every execution of a dataset (two per epoch) at INFO; the demo shows its per-epoch line
     # instead. Set before Ray starts, so that its worker processes inherit it; warnings still show.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
-    store = storage.resolve_store(args.store)
     started = time.perf_counter()
+    prefect_api = start_prefect_api()
+    from pipelines.train import train_haltingvt  # the heavy imports (Ray, torch, Prefect flows), meanwhile
+
+    # after Prefect has set up its logging (it keeps its own handlers; this adds ours for the pipeline's loggers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if prefect_api is not None:
+        prefect_api.join()
+    store = storage.resolve_store(args.store)
     config = demo_config(store, args.epochs)
     if args.augment_on:
         config = config.model_copy(update={"data": config.data.model_copy(update={"augment_on": args.augment_on})})

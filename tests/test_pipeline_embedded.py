@@ -84,3 +84,23 @@ def test_registry_list_json_cli(flow_run):
     assert rows[0]["version"] == "v1"
     assert set(rows[0]) >= {"val_top1", "val_top5", "num_classes", "path", "checkpoint"}
     assert rows[0]["num_classes"] == CLASSES
+
+
+def test_demo_starts_prefects_temporary_api_ahead_of_the_flow(tmp_path):
+    """``make demo`` starts Prefect's temporary API server in a thread while the pipeline imports; once the thread
+    is joined the server answers /health, which is the server the flow then uses. With a Prefect API configured
+    there is nothing to start. (A subprocess each: the server is a per-process singleton, stopped at exit.)"""
+    import os
+
+    code = ("from pipelines.demo import start_prefect_api; import httpx; t = start_prefect_api(); "
+            "t.join(); from prefect.server.api.server import SubprocessASGIServer as S; "
+            "print(httpx.get(S().api_url + '/health').status_code)")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "200", out.stderr[-2000:]
+
+    code = "from pipelines.demo import start_prefect_api; print(start_prefect_api())"
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "None", out.stderr[-2000:]

@@ -39,12 +39,13 @@ import numpy as np
 
 from hvt import storage
 from hvt.data.config import DataConfig
-from hvt.data.decode import DecodeClips
 from hvt.data.shards import ShardSample, buffer_shuffle, iter_tar_samples, resolve_shard_urls
 
 if TYPE_CHECKING:
     import pyarrow
     import ray.data
+
+    from hvt.data.decode import DecodeClips
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def build_clip_dataset(
     *,
     training: bool,
     filesystem: Any = None,
-    decoder: type[DecodeClips] = DecodeClips,
+    decoder: type[DecodeClips] | None = None,
     epoch: int | None = None,
     first_epoch: int | None = None,
 ) -> ray.data.Dataset:
@@ -227,8 +228,9 @@ def build_clip_dataset(
 
     ``source``: a dataset version URL (folder holding ``manifest.json``; local path or fsspec URL such as
     ``s3://bucket/datasets/k200/v1``) or a list of shard URLs. ``filesystem``: optional fsspec or pyarrow
-    filesystem (credentials, endpoint) for remote stores. ``decoder``: the decoder class, built per batch in a Ray task (benchmarks
-    subclass it to add timing columns). ``epoch``: the training epoch this dataset is for; then the shard order, the
+    filesystem (credentials, endpoint) for remote stores. ``decoder``: the decoder class, built per batch in a Ray
+    task (benchmarks subclass it to add timing columns); None: :class:`hvt.data.decode.DecodeClips`, imported by the
+    decode tasks alone (read tasks and split coordinators then never import torch). ``epoch``: the training epoch this dataset is for; then the shard order, the
     within-shard shuffle and every clip's augmentation are functions of ``(config.seed, epoch, sample key)``, so a
     run (or a resumed one) replays exactly; None: fresh randomness at every execution. ``first_epoch``: one
     dataset for a whole run, each execution (iteration) of it the next epoch, from ``first_epoch`` (a resumed
@@ -257,9 +259,13 @@ def build_clip_dataset(
 
 
 def _decode_batch(
-    batch: dict[str, np.ndarray], decoder: type[DecodeClips], decoder_kwargs: dict[str, Any]
+    batch: dict[str, np.ndarray], decoder: type[DecodeClips] | None, decoder_kwargs: dict[str, Any]
 ) -> dict[str, np.ndarray]:
     """One ``map_batches`` call of the decode stage: a fresh ``decoder(**decoder_kwargs)`` applied to ``batch``."""
+    if decoder is None:
+        from hvt.data.decode import DecodeClips
+
+        decoder = DecodeClips
     return decoder(**decoder_kwargs)(batch)
 
 
