@@ -40,15 +40,17 @@ def demo_config(store: str, epochs: int = 20) -> TrainConfig:
     released code); more clips and more epochs both helped, RandAugment, 4 frames, a smaller batch or a stronger
     motion loss did not. What decides the result is whether the model learns, early enough, to tell static from
     moving clips (the motion loss) and then the axis of a translation: in one-process runs of this training
-    loop, lr 1e-3 got there for some seeds and not for others, 5e-4 more consistently. ``python -m
-    pipelines.demo`` and ``make demo`` (2026-11-30) each printed ``val top-1: 0.976`` (0.95 from epoch 13). It
-    is still one draw of the data order: the same recipe on shards cut at 190 samples (another order) stayed
-    near 0.7 (0.661 after 16 epochs; 0.710 at epoch 14 of 19). On this 2-core machine the run takes 5.7-5.8
-    minutes, over issue 17's 5.
+    loop, lr 1e-3 got there for some seeds and not for others, 5e-4 more consistently. The demo prints
+    ``val top-1: 0.976`` (0.95 from epoch 13) every run on this machine (a CPU whose kernels round differently
+    may land elsewhere). It is still one draw of the data order: the same recipe
+    on shards cut at 190 samples (another order) stayed near 0.7 (0.661 after 16 epochs; 0.710 at epoch 14 of
+    19). On this 2-core machine a run takes 4.6-4.7 minutes (``python -m pipelines.demo`` and ``make demo``,
+    2026-12-01; ``docs/BENCHMARKS.md``).
 
-    Data: the synthetic set in shards of 250 samples (3 train shards), decoded by two Ray tasks at once while
-    the trainers wait for the epoch's first batch (Ray Train's equal split hands out a small epoch only once it
-    is decoded), frames shipped square."""
+    Data: the synthetic set in shards of 250 samples (3 train shards), decoded by three Ray tasks at once, frames
+    shipped square. Each training worker iterates one split of one run-long dataset (``hvt.train.worker_data``):
+    Ray Train's equal split hands out a small epoch only once it is decoded, so the next epoch is asked for as
+    soon as this one's steps are done and decodes while the workers validate; the val share is decoded once."""
     return TrainConfig(
         store=store,
         dataset_name=DEMO_DATASET,
