@@ -44,7 +44,7 @@ def demo_config(store: str, epochs: int = 20) -> TrainConfig:
     ``val top-1: 0.976`` (0.95 from epoch 13) every run on this machine (a CPU whose kernels round differently
     may land elsewhere). It is still one draw of the data order: the same recipe
     on shards cut at 190 samples (another order) stayed near 0.7 (0.661 after 16 epochs; 0.710 at epoch 14 of
-    19). On this 2-core machine a run takes 4.6-4.7 minutes (``python -m pipelines.demo`` and ``make demo``,
+    19). On this 2-core machine a run takes 4.6-4.8 minutes (``python -m pipelines.demo`` and ``make demo``,
     2026-12-01; ``docs/BENCHMARKS.md``).
 
     Data: the synthetic set in shards of 250 samples (3 train shards), decoded by three Ray tasks at once, frames
