@@ -33,41 +33,50 @@ def version(tmp_path):
     return write_version(str(tmp_path / "v1"), {"train": shards}, [f"class{i}" for i in range(5)])
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(240)
-def test_training_dataset_streams_labelled_clips_and_counts_bad_samples(version):
+@pytest.fixture
+def local_ray():
+    """A 2-CPU local Ray for one test, shut down after it."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        config = DataConfig(
-            num_frames=4, frame_interval=16, crop_size=112, train_short_side=(128, 160), test_short_side=128,
-            decode_workers=2, decode_cpus=0.5, decode_batch_rows=2, shuffle_buffer=4,
-        )  # fmt: skip
-        ds = build_clip_dataset(version, "train", config, training=True)
-        augment = DeviceAugment(config)  # the default placement: rows carry frames, the trainer augments
-        seen, failed = {}, 0
-        for batch in ds.iter_torch_batches(batch_size=3, collate_fn=ClipBatchCollate()):
-            assert batch["frames"].shape[1:] == (4, *config.transfer_size, 3) and "static_clip" not in batch
-            kept, n_failed = split_decode_failures(batch)
-            failed += n_failed
-            if not kept["key"]:
-                continue
-            clips = augment.to_uint8(kept["frames"], kept["aug"]).numpy()
-            statics = augment.static_0_255(kept["frames"], kept["static_frame"], kept["static_aug"])
-            statics = statics.to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
-            assert clips.shape[1:] == (4, 112, 112, 3) and statics.shape == clips.shape
-            for i, key in enumerate(kept["key"]):
-                seen[key] = int(kept["label"][i])
-                clip, static = clips[i], statics[i]
-                # real content, not the zero fill of a failed row (random augmentation can make a crop nearly
-                # flat, so only ask for some variation)
-                assert clip.any() and clip.std() > 0 and all(np.array_equal(static[t], static[0]) for t in range(4))
-        assert seen == {f"clip{i}": i for i in range(len(CLIPS))}  # every good clip once, with its label
-        assert failed == 2  # the corrupt and the truncated sample, skipped and counted exactly
-    finally:
-        ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+def _train_config(frame_interval: int) -> DataConfig:
+    """4 frames at ``frame_interval``, 112 crops, two decode tasks of 2 rows, a within-shard shuffle of 4."""
+    return DataConfig(
+        num_frames=4, frame_interval=frame_interval, crop_size=112, train_short_side=(128, 160),
+        test_short_side=128, decode_workers=2, decode_cpus=0.5, decode_batch_rows=2, shuffle_buffer=4,
+    )  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_training_dataset_streams_labelled_clips_and_counts_bad_samples(version, local_ray):
+    config = _train_config(frame_interval=16)
+    ds = build_clip_dataset(version, "train", config, training=True)
+    augment = DeviceAugment(config)  # the default placement: rows carry frames, the trainer augments
+    seen, failed = {}, 0
+    for batch in ds.iter_torch_batches(batch_size=3, collate_fn=ClipBatchCollate()):
+        assert batch["frames"].shape[1:] == (4, *config.transfer_size, 3) and "static_clip" not in batch
+        kept, n_failed = split_decode_failures(batch)
+        failed += n_failed
+        if not kept["key"]:
+            continue
+        clips = augment.to_uint8(kept["frames"], kept["aug"]).numpy()
+        statics = augment.static_0_255(kept["frames"], kept["static_frame"], kept["static_aug"])
+        statics = statics.to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+        assert clips.shape[1:] == (4, 112, 112, 3) and statics.shape == clips.shape
+        for i, key in enumerate(kept["key"]):
+            seen[key] = int(kept["label"][i])
+            clip, static = clips[i], statics[i]
+            # real content, not the zero fill of a failed row (random augmentation can make a crop nearly
+            # flat, so only ask for some variation)
+            assert clip.any() and clip.std() > 0 and all(np.array_equal(static[t], static[0]) for t in range(4))
+    assert seen == {f"clip{i}": i for i in range(len(CLIPS))}  # every good clip once, with its label
+    assert failed == 2  # the corrupt and the truncated sample, skipped and counted exactly
 
 
 def _split_epoch(splits, batch_size: int = 2) -> list[list[tuple]]:
@@ -93,32 +102,22 @@ def _split_epoch(splits, batch_size: int = 2) -> list[list[tuple]]:
 
 @pytest.mark.integration
 @pytest.mark.timeout(240)
-def test_a_run_long_dataset_replays_the_per_epoch_datasets(version):
+def test_a_run_long_dataset_replays_the_per_epoch_datasets(version, local_ray):
     """``first_epoch=e``: the k-th iteration of one dataset, split once, gives every worker exactly the rows, order,
     frames and augmentation that a dataset built for epoch e + k gives it (what a run that builds a split per epoch
     trained on, and what a run resumed at epoch e must replay)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
+    config = _train_config(frame_interval=4)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        config = DataConfig(
-            num_frames=4, frame_interval=4, crop_size=112, train_short_side=(128, 160), test_short_side=128,
-            decode_workers=2, decode_cpus=0.5, decode_batch_rows=2, shuffle_buffer=4,
-        )  # fmt: skip
+    def split(**epochs):
+        dataset = build_clip_dataset(version, "train", config, training=True, **epochs)
+        dataset = dataset.select_columns(["key", "frames", "aug"])
+        dataset.context.execution_options.preserve_order = True
+        return dataset.streaming_split(2, equal=True)
 
-        def split(**epochs):
-            dataset = build_clip_dataset(version, "train", config, training=True, **epochs)
-            dataset = dataset.select_columns(["key", "frames", "aug"])
-            dataset.context.execution_options.preserve_order = True
-            return dataset.streaming_split(2, equal=True)
-
-        built = [_split_epoch(split(epoch=epoch)) for epoch in (2, 3, 4, 5)]
-        run_long = split(first_epoch=2)
-        replayed = [_split_epoch(run_long) for _ in range(4)]
-        for epoch, (got, want) in enumerate(zip(replayed, built, strict=True), start=2):
-            assert got == want, f"epoch {epoch}: the run-long dataset differs from the one built for it"
-        assert built[0] != built[1]  # the epochs really differ (order or augmentation), so the match means something
-        assert sum(len(rows) for rows in built[0]) == 6  # 7 samples, equal shares of 3 (the two bad ones included)
-    finally:
-        ray.shutdown()
+    built = [_split_epoch(split(epoch=epoch)) for epoch in (2, 3, 4, 5)]
+    run_long = split(first_epoch=2)
+    replayed = [_split_epoch(run_long) for _ in range(4)]
+    for epoch, (got, want) in enumerate(zip(replayed, built, strict=True), start=2):
+        assert got == want, f"epoch {epoch}: the run-long dataset differs from the one built for it"
+    assert built[0] != built[1]  # the epochs really differ (order or augmentation), so the match means something
+    assert sum(len(rows) for rows in built[0]) == 6  # 7 samples, equal shares of 3 (the two bad ones included)

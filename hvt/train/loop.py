@@ -44,6 +44,7 @@ __all__ = ["EpochStats", "compute_loss", "make_optimization", "seed_everything",
 
 log = logging.getLogger(__name__)
 
+
 def seed_everything(seed: int) -> None:
     """Seed every RNG the loop touches (torch, Python, NumPy) so that a run is repeatable per worker."""
     torch.manual_seed(seed)

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ray.train
@@ -122,7 +122,7 @@ class TrainSplits:
     def __init__(self, loop_config: dict[str, Any], cfg: TrainConfig, device: torch.device, first_epoch: int) -> None:
         self.loop_config, self.cfg, self.device = loop_config, cfg, device
         self._next_epoch = first_epoch
-        self._splits: list[Any] | None = None
+        self._mine: Any = None  # this rank's split, once built
 
     def _split(self, first_epoch: int, workers: int) -> Any:
         dataset = build_clip_dataset(self.loop_config["dataset_path"], "train", self.cfg.data, training=True,
@@ -142,13 +142,9 @@ class TrainSplits:
         if epoch != self._next_epoch:
             raise ValueError(f"the training data yields epoch {self._next_epoch} next, not epoch {epoch}")
         self._next_epoch += 1
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        if self._splits is None:
-            splits: list[Any] = [self._split(epoch, world_size()) if rank == 0 else None]
-            if world_size() > 1:
-                dist.broadcast_object_list(splits, src=0)
-            self._splits = splits[0]
-        return FetchAhead(self._splits[rank].iter_torch_batches(
+        if self._mine is None:
+            self._mine = split_on_rank0(lambda workers: self._split(epoch, workers))
+        return FetchAhead(self._mine.iter_torch_batches(
             batch_size=cfg.optim.batch_size, drop_last=False, device="cpu", pin_memory=self.device.type == "cuda"
         ))
 
@@ -161,13 +157,21 @@ def val_iterator(loop_config: dict[str, Any], cfg: TrainConfig) -> Any:
     fine for training steps, wrong for a figure that picks the best checkpoint and goes into the registry)."""
     if "val_path" not in loop_config:  # driver-built dataset (older callers)
         return ray.train.get_dataset_shard("val")
-    rank, workers = dist.get_rank() if dist.is_initialized() else 0, world_size()
-    splits: list[Any] = [None]
-    if rank == 0:
+
+    def split(workers: int) -> Any:
         dataset = build_clip_dataset(loop_config["val_path"], "val", with_views(cfg.data, cfg.val_views),
                                      training=False)
-        splits = [dataset.select_columns(list(BATCH_COLUMNS)).streaming_split(workers, equal=False)]
-    if workers > 1:
+        return dataset.select_columns(list(BATCH_COLUMNS)).streaming_split(workers, equal=False)
+
+    return split_on_rank0(split)
+
+
+def split_on_rank0(split: Callable[[int], list[Any]]) -> Any:
+    """This rank's part of ``split(world_size)``, which rank 0 alone runs (building a dataset and splitting it
+    starts Ray Data actors) and hands to the other ranks. All ranks must call this."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    splits: list[Any] = [split(world_size()) if rank == 0 else None]
+    if world_size() > 1:
         dist.broadcast_object_list(splits, src=0)
     return splits[0][rank]
 
