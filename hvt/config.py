@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hvt.data.config import DataConfig
+from hvt.data.placement import DecodeOn
 
 
 class ModelSpec(BaseModel):
@@ -101,12 +102,40 @@ class ScalingSpec(BaseModel):
     max_failures: int = Field(default=2, ge=0)
     keep_checkpoints: int = Field(default=2, ge=1)
     ray_address: str | None = Field(default=None, description="None: start a local Ray; 'auto' or host:port")
+    decode_on: DecodeOn = Field(
+        default="auto",
+        description="where Ray Data reads and decodes: 'auto' = on nodes with the 'decode' resource when the "
+        "cluster has any, else any CPU; 'decode-nodes' = only there (an autoscaler starts one); 'any' = any CPU "
+        "(hvt.data.placement)",
+    )
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each training worker also reserves, e.g. {'train': 1} to keep trainers "
+        "on nodes started with --resources='{\"train\": N}'",
+    )
 
     @model_validator(mode="after")
     def _check_elastic(self) -> ScalingSpec:
         if self.min_workers is not None and self.min_workers > self.num_workers:
             raise ValueError(f"min_workers {self.min_workers} is more than num_workers {self.num_workers}")
         return self
+
+    @model_validator(mode="after")
+    def _check_worker_resources(self) -> ScalingSpec:
+        for name, amount in self.worker_resources.items():
+            if name in ("CPU", "GPU", "memory") or amount <= 0:
+                raise ValueError(
+                    f"scaling.worker_resources {name}={amount}: give custom resources with a positive amount "
+                    "(CPUs and GPUs have cpus_per_worker and use_gpu)"
+                )
+        return self
+
+    def resources_per_worker(self) -> dict[str, float]:
+        """Ray's ``ScalingConfig(resources_per_worker=...)``: CPUs, one GPU with ``use_gpu``, custom resources."""
+        resources = {"CPU": self.cpus_per_worker, **self.worker_resources}
+        if self.use_gpu:
+            resources["GPU"] = 1
+        return resources
 
     @property
     def ray_num_workers(self) -> int | tuple[int, int]:
@@ -225,7 +254,9 @@ class TrainConfig(BaseModel):
             payload["scaling"].pop(key, None)
         if payload.get("val_views") is None:  # the default keeps the names of runs made before the field existed
             payload.pop("val_views", None)
-        payload["scaling"].pop("ray_address", None)
+        # where tasks run changes no figure a run computes (workers fix their thread count from cpus_per_worker)
+        for key in ("ray_address", "decode_on", "worker_resources"):
+            payload["scaling"].pop(key, None)
         if not payload.get("skip_bad_shards"):
             payload.pop("skip_bad_shards", None)  # keeps the names of runs made before the field existed
         blob = json.dumps(payload, sort_keys=True).encode()

@@ -17,6 +17,7 @@ _USER_ERROR_TYPES = (
     ("hvt.registry", "RegistryError"),
     ("hvt.storage", "StoreError"),
     ("hvt.train.trainer", "TrainingError"),
+    ("hvt.train.preflight", "PreflightError"),
     ("hvt.ingest.shard", "ShardingError"),
     ("hvt.ingest.versions", "DatasetError"),
     ("hvt.ingest.annotations", "AnnotationError"),

@@ -22,6 +22,7 @@ import hvt
 from hvt import registry
 from hvt.config import ScalingSpec, TrainConfig
 from hvt.data import DataConfig
+from hvt.data.placement import resolve_decode_resource
 from hvt.evaluation import plots
 from hvt.evaluation.distributed import evaluate_distributed
 from hvt.evaluation.evaluate import evaluate_model, halting_depths, read_clips
@@ -87,8 +88,9 @@ def run_evaluation(
         return evaluate_distributed(state, dataset_path, split, data_config, num_classes=num_classes,
                                     scaling=scaling, batch_size=batch_size)
     device = select_device(scaling is not None and scaling.use_gpu)
+    decode_resource = resolve_decode_resource(scaling.decode_on) if scaling is not None else None
     return evaluate_model(model_from_state(state), dataset_path, split, data_config, num_classes=num_classes,
-                          batch_size=batch_size, device=device)
+                          batch_size=batch_size, device=device, decode_resource=decode_resource)
 
 
 def eval_set_identity(manifest_sha256: str, split: str, check: SplitCheck | None, decode_failures: int) -> str:

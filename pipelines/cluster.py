@@ -56,6 +56,10 @@ class ClusterSpec(BaseModel):
     python: str = Field(default="python", description="interpreter on the cluster that has hvt installed")
     entrypoint_num_cpus: float = Field(default=0, ge=0, description="CPUs reserved for the job's driver")
     timeout_minutes: float = Field(default=24 * 60, gt=0, description="stop the job and fail after this long")
+    submit_wait_s: float = Field(
+        default=180, ge=0, description="how long to retry a Jobs API that is still starting (connection refused, "
+        "'No available agent to submit job') before failing"
+    )
 
 
 def build_entrypoint(cfg: TrainConfig, cluster: ClusterSpec, summary_url: str) -> str:
@@ -83,11 +87,13 @@ def build_runtime_env(cluster: ClusterSpec) -> dict[str, Any]:
 
 
 def _check_store_reachable(store: str, address: str, logger: Any) -> None:
-    host = address.split("://", 1)[-1].split(":", 1)[0].split("/", 1)[0]
-    if storage.is_local(store) and host not in ("127.0.0.1", "localhost"):
+    # 127.0.0.1 is no proof of a local cluster (a `ray dashboard` tunnel gives it too): warn for any local store;
+    # the job's pre-flight (hvt.train.preflight) then checks from every node before any worker trains
+    if storage.is_local(store):
         logger.warning(
-            "store %s is a local folder but the Ray cluster at %s is remote: the job will not find the shards. "
-            "Use an s3:// store (config.store or $HVT_STORE) that the cluster can reach.", store, address
+            "store %s is a local folder: every node of the Ray cluster at %s must see it at the same path (the "
+            "job's pre-flight checks this before training). On a cloud cluster use an s3:// store (config.store or "
+            "$HVT_STORE).", store, address
         )
 
 
@@ -121,23 +127,37 @@ def _stop_quietly(client: Any, job_id: str, logger: Any) -> None:
         logger.warning("could not stop Ray job %s: %s", job_id, err)
 
 
-# A head answers "No available agent to submit job" until its job agent has registered (seconds after
-# `ray start --head`, longer on a loaded machine): that one is worth waiting for, anything else is not.
-_AGENT_NOT_READY = "No available agent to submit job"
-AGENT_WAIT_S = 120.0
+# While a head starts, its Jobs API refuses connections, then answers 500 "No available agent to submit job" until
+# its job agent has registered (seconds after `ray start --head`, longer on a loaded machine). Those answers are
+# retried within `ClusterSpec.submit_wait_s`; anything else (a wrong address, a rejected job) is not.
+_TRANSIENT_JOBS_API = ("No available agent to submit job", "Connection refused", "Failed to connect",
+                       "Max retries exceeded", "Connection reset", "Remote end closed", "503", "502")
 
 
-def _submit_when_agent_ready(client: Any, logger: Any, **job: Any) -> None:
-    deadline = time.monotonic() + AGENT_WAIT_S
+def _is_transient_jobs_api(err: BaseException) -> bool:
+    text = f"{type(err).__name__}: {err}"
+    return isinstance(err, ConnectionError) or any(marker in text for marker in _TRANSIENT_JOBS_API)
+
+
+def call_jobs_api(what: str, call: Any, *, address: str, wait_s: float, logger: Any, pause_s: float = 2.0) -> Any:
+    """``call()``, retried while the Jobs API at ``address`` gives a transient answer, for at most ``wait_s``
+    seconds; then one ``ClusterJobError`` line naming the address and the last answer."""
+    deadline = time.monotonic() + wait_s
     while True:
         try:
-            client.submit_job(**job)
-            return
-        except RuntimeError as err:
-            if _AGENT_NOT_READY not in str(err) or time.monotonic() > deadline:
+            return call()
+        except (ConnectionError, RuntimeError, ValueError, OSError) as err:
+            if not _is_transient_jobs_api(err):
                 raise
-            logger.info("the Ray head's job agent is not ready yet; retrying the submission")
-            time.sleep(2.0)
+            if time.monotonic() > deadline:
+                last = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+                raise ClusterJobError(
+                    f"the Ray Jobs API at {address} was not ready for {what} within {wait_s:.0f} s (last answer: "
+                    f"{last}). Is the head up with its dashboard (`ray start --head --dashboard-host ...`), and "
+                    "is the address its dashboard port?"
+                ) from err
+            logger.info("the Ray Jobs API at %s is not ready yet (%s); retrying", address, type(err).__name__)
+            time.sleep(pause_s)
 
 
 @task(name="train-on-cluster", cache_policy=NO_CACHE)
@@ -149,22 +169,21 @@ def train_on_cluster(config: TrainConfig, cluster: ClusterSpec) -> dict[str, Any
     _check_store_reachable(config.store, cluster.address, logger)
     job_id = f"hvt-{config.fingerprint()}-{uuid.uuid4().hex[:8]}"
     summary_url = storage.join(config.store, "jobs", f"{job_id}.json")
+    wait = {"address": cluster.address, "wait_s": cluster.submit_wait_s, "logger": logger}
     try:
-        client = JobSubmissionClient(cluster.address)
+        client = call_jobs_api("a connection", lambda: JobSubmissionClient(cluster.address), **wait)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise ClusterJobError(
             f"cannot reach the Ray Jobs API at {cluster.address}: {err}. Is the head started with the "
             "dashboard (`ray start --head --dashboard-host ...`) and the address its dashboard port?"
         ) from err
-    _submit_when_agent_ready(
-        client,
-        logger,
+    call_jobs_api("the job submission", lambda: client.submit_job(
         entrypoint=build_entrypoint(config, cluster, summary_url),
         submission_id=job_id,
         runtime_env=build_runtime_env(cluster),
         entrypoint_num_cpus=cluster.entrypoint_num_cpus,
         metadata={"dataset": f"{config.dataset_name}/{config.dataset_version}", "model": config.model.name},
-    )
+    ), **wait)
     logger.info("submitted Ray job %s to %s", job_id, cluster.address)
     try:
         status = asyncio.run(asyncio.wait_for(_follow_job(client, job_id, logger), cluster.timeout_minutes * 60))

@@ -8,6 +8,7 @@ Tiny runs (3 classes x 6 clips, 1 epoch); every server is started in its own ses
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -214,9 +215,28 @@ def ray_head(tmp_path_factory) -> Iterator[str]:
         # a throw-away head: nothing of it needs a clean shutdown (its SIGTERM handling takes ~15 s)
         with _process(args, env, log, stop_signals=(signal.SIGTERM,), grace=3.0) as head:
             _wait_http(f"{address}/api/version", head, log, timeout=120)
+            _wait_for_job_agent(address, timeout=240)
             yield address
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_job_agent(address: str, timeout: float) -> None:
+    """Until a no-op job has run: the dashboard answers before the head's job agent takes submissions (500 "No
+    available agent to submit job"), later still on a loaded machine; the tests must not depend on how much."""
+    from ray.job_submission import JobSubmissionClient
+
+    from pipelines.cluster import call_jobs_api
+
+    log = logging.getLogger("ray-head")
+    client = JobSubmissionClient(address)
+    job = call_jobs_api("a readiness job", lambda: client.submit_job(entrypoint="true"), address=address,
+                        wait_s=timeout, logger=log)
+    deadline = time.monotonic() + timeout
+    while str(client.get_job_status(job).value) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, f"the readiness job {job} did not finish within {timeout}s"
+        time.sleep(1)
+    assert str(client.get_job_status(job).value) == "SUCCEEDED", client.get_job_logs(job)
 
 
 def _ray_job(address: str, logs: str):

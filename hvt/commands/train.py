@@ -45,6 +45,11 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where training clips are augmented: on the training device (default) or by the "
                              "decode workers (DataConfig.augment_on)")
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
+    parser.add_argument(
+        "--decode-on", choices=["auto", "decode-nodes", "any"], default=None,
+        help="where Ray Data reads and decodes: auto = on nodes with the 'decode' resource when the cluster has "
+        "any, else any CPU (default); decode-nodes = only there; any = any CPU (ScalingSpec.decode_on)",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--skip-bad-shards", action="store_true",
                         help="leave out shards that fail their manifest sha256/count check (counted in the run's "
@@ -109,6 +114,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         ("cpus_per_worker", "scaling", "cpus_per_worker"),
         ("min_workers", "scaling", "min_workers"),
         ("ray_address", "scaling", "ray_address"),
+        ("decode_on", "scaling", "decode_on"),
         ("crop_size", "data", "crop_size"),
         ("augment_on", "data", "augment_on"),
         ("peak_tflops", "runtime", "peak_tflops"),

@@ -39,6 +39,7 @@ import numpy as np
 
 from hvt import storage
 from hvt.data.config import DataConfig
+from hvt.data.placement import task_resources
 from hvt.data.shards import ShardSample, buffer_shuffle, iter_tar_samples, resolve_shard_urls
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ def read_shards(
     filesystem: Any = None,
     epoch: int | None = None,
     first_epoch: int | None = None,
+    decode_resource: str | None = None,
 ) -> ray.data.Dataset:
     """Rows of raw samples (``key, video, ext, label, url, read_error``, and ``epoch`` when it is known);
     shuffled when ``training``: by ``(seed, epoch)`` when ``epoch`` is given, by ``(seed, first_epoch + k)`` at
@@ -202,7 +204,9 @@ def read_shards(
         epoch=epoch,
         first_epoch=first_epoch,
     )
-    return ray.data.read_datasource(datasource, override_num_blocks=len(paths), num_cpus=config.read_cpus)
+    resources = task_resources(decode_resource, config.read_cpus)
+    return ray.data.read_datasource(datasource, override_num_blocks=len(paths), num_cpus=config.read_cpus,
+                                    ray_remote_args={"resources": resources} if resources else None)
 
 
 def _file_shuffle(seed: int, epoch: int | None) -> Any:
@@ -223,6 +227,7 @@ def build_clip_dataset(
     decoder: type[DecodeClips] | None = None,
     epoch: int | None = None,
     first_epoch: int | None = None,
+    decode_resource: str | None = None,
 ) -> ray.data.Dataset:
     """Dataset of clip rows (schema in the module docstring) for ``TorchTrainer(datasets={...})``.
 
@@ -235,12 +240,14 @@ def build_clip_dataset(
     run (or a resumed one) replays exactly; None: fresh randomness at every execution. ``first_epoch``: one
     dataset for a whole run, each execution (iteration) of it the next epoch, from ``first_epoch`` (a resumed
     run passes the epoch it resumes at): the same rows, order and augmentation as one dataset per epoch, built
-    and split once (Ray Train's usual pattern, one split coordinator for the run).
+    and split once (Ray Train's usual pattern, one split coordinator for the run). ``decode_resource``: the custom
+    resource read and decode tasks request (``hvt.data.placement``: ``"decode"`` keeps them on decode nodes);
+    None: any node with free CPUs.
     """
     import ray.data
 
     samples = read_shards(source, split, config, training=training, filesystem=filesystem, epoch=epoch,
-                          first_epoch=first_epoch)
+                          first_epoch=first_epoch, decode_resource=decode_resource)
     decoder_kwargs: dict[str, Any] = {"config": config, "training": training}
     if epoch is not None:
         decoder_kwargs["epoch"] = epoch
@@ -255,6 +262,7 @@ def build_clip_dataset(
         compute=ray.data.TaskPoolStrategy(size=config.decode_workers),
         num_cpus=config.decode_cpus,
         zero_copy_batch=True,
+        **({"resources": task_resources(decode_resource, config.decode_cpus)} if decode_resource else {}),
     )
 
 

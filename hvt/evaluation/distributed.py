@@ -26,6 +26,7 @@ from ray.train.torch import TorchTrainer
 
 from hvt.config import ScalingSpec
 from hvt.data import DataConfig, build_clip_dataset, resolve_shard_urls
+from hvt.data.placement import resolve_decode_resource
 from hvt.evaluation.evaluate import SpendAccumulator, evaluate_batches
 from hvt.evaluation.evaluator import Evaluator
 from hvt.evaluation.metrics import ClipMetrics
@@ -59,7 +60,8 @@ def _eval_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     if my_shards:
         data_config = DataConfig.model_validate(loop_config["data_config"])
-        dataset = build_clip_dataset(my_shards, loop_config["split"], data_config, training=False)
+        dataset = build_clip_dataset(my_shards, loop_config["split"], data_config, training=False,
+                                     decode_resource=loop_config.get("decode_resource"))
         batches = dataset.select_columns(EVAL_COLUMNS).iter_torch_batches(
             batch_size=int(loop_config["batch_size"]), drop_last=False)
         evaluate_batches(evaluator, batches, metrics, spend)
@@ -89,18 +91,17 @@ def evaluate_distributed(
     shard_urls = resolve_shard_urls(dataset_path, split)
     if not shard_urls:
         raise ValueError(f"dataset {dataset_path} has no {split!r} shards to evaluate on")
-    resources = {"CPU": scaling.cpus_per_worker}
-    if scaling.use_gpu:
-        resources["GPU"] = 1
     with tempfile.TemporaryDirectory(prefix="hvt-eval-") as scratch:
         trainer = TorchTrainer(
             _eval_worker,
             train_loop_config={
                 "state_ref": ray.put(state), "num_classes": num_classes, "batch_size": batch_size,
                 "shard_urls": shard_urls, "split": split, "data_config": data_config.model_dump(mode="json"),
+                "decode_resource": resolve_decode_resource(scaling.decode_on),
             },
             scaling_config=ray.train.ScalingConfig(
-                num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+                num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                resources_per_worker=scaling.resources_per_worker()
             ),
             run_config=ray.train.RunConfig(name=f"eval-{uuid.uuid4().hex[:12]}", storage_path=scratch),
         )

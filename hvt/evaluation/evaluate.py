@@ -94,11 +94,13 @@ def evaluate_model(
     num_classes: int,
     batch_size: int = 16,
     device: torch.device | str = "cpu",
+    decode_resource: str | None = None,
 ) -> dict[str, Any]:
     """In this process, on ``device`` (see ``evaluator.select_device``): top-1/top-5, per-class accuracy, GFLOPs
     per video (mean and percentiles) and per view, tokens per layer, the halting-depth histogram and clips/s over
-    ``data_config``'s test views. Ray Data decodes; see ``evaluate_distributed`` for DDP workers."""
-    dataset = build_clip_dataset(dataset_path, split, data_config, training=False)
+    ``data_config``'s test views. Ray Data decodes (on nodes with ``decode_resource`` when given, see
+    ``hvt.data.placement``); see ``evaluate_distributed`` for DDP workers."""
+    dataset = build_clip_dataset(dataset_path, split, data_config, training=False, decode_resource=decode_resource)
     dataset = dataset.select_columns(["clip", "label", "decode_ok"])
     evaluator = Evaluator(model, device, max_clips=batch_size)
     metrics, spend = ClipMetrics(num_classes, device=evaluator.device), SpendAccumulator()

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from hvt import registry, storage
 from hvt.config import TrainConfig
+from hvt.errors import user_errors
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = cfg.model_copy(update={"store": storage.resolve_store(cfg.store)})
     _connect_to_cluster()
-    summary = train_evaluate_register(cfg)
+    try:
+        summary = train_evaluate_register(cfg)
+    except user_errors() as err:  # the pre-flight, a missing dataset, a worker's data error: one line, exit 2
+        print(f"hvt.train.job: {err}", file=sys.stderr, flush=True)
+        return 2
     if args.summary_url:
         storage.write_json(args.summary_url, summary)
     print(SUMMARY_PREFIX + json.dumps(summary, sort_keys=True), flush=True)

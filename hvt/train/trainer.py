@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow.fs
+import ray.exceptions
 import ray.train
 from ray.train.torch import TorchTrainer
 
 from hvt import storage
 from hvt.config import TrainConfig
+from hvt.data.placement import resolve_decode_resource
 from hvt.ingest.versions import DatasetRef, resolve_dataset
 from hvt.integrity import SplitCheck, check_splits
 from hvt.train.loop import train_loop_per_worker
@@ -74,9 +76,6 @@ def build_trainer(
     per_step = cfg.optim.batch_size * cfg.scaling.num_workers
     run_name = cfg.resolved_run_name(dataset.version)
     storage_path, storage_fs = _run_storage(cfg.store)
-    resources = {"CPU": cfg.scaling.cpus_per_worker}
-    if cfg.scaling.use_gpu:
-        resources["GPU"] = 1
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -87,11 +86,13 @@ def build_trainer(
             "val_path": val_source,
             "steps_per_epoch": math.ceil(n_train / per_step),
             "train_samples": n_train,
+            # resolved here, on the driver, once: every rank builds its datasets with the same placement
+            "decode_resource": resolve_decode_resource(cfg.scaling.decode_on),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.ray_num_workers,
             use_gpu=cfg.scaling.use_gpu,
-            resources_per_worker=resources,
+            resources_per_worker=cfg.scaling.resources_per_worker(),
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
@@ -102,7 +103,9 @@ def build_trainer(
                 checkpoint_score_attribute="val_top1",
                 checkpoint_score_order="max",
             ),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+            # Ray Train itself retries nothing but preemptions: run_training decides, by the kind of failure,
+            # whether another attempt can help (a lost node) or would fail the same way (a missing file)
+            failure_config=ray.train.FailureConfig(max_failures=0),
         ),
     )
     return trainer, run_name
@@ -136,26 +139,121 @@ def check_pretrained(cfg: TrainConfig, dataset: DatasetRef) -> None:
 
 
 def run_training(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume) the run for ``cfg``; return the best checkpoint by val top-1 and the last metrics."""
+    """Train (or resume) the run for ``cfg``; return the best checkpoint by val top-1 and the last metrics.
+
+    Before any worker trains, every node that will train or decode probes the store (``hvt.train.preflight``).
+    Failures: a lost worker or node (or a store that failed transiently) resumes the run from its newest
+    checkpoint, at most ``scaling.max_failures`` times; any other error (a missing file, a bad configuration, a
+    damaged shard) fails once, with one line, since it would fail the same way again (``classify_failure``).
+    """
+    from hvt.train.preflight import run_preflight
+
     dataset = resolve_dataset(cfg.store, cfg.dataset_name, cfg.dataset_version)
     check_pretrained(cfg, dataset)
     checks = verify_dataset(cfg, dataset)
     ensure_ray(cfg.scaling.ray_address)
     trainer, run_name = build_trainer(cfg, dataset, checks)
+    run_preflight(cfg, dataset, trainer.train_loop_config["decode_resource"])
     log.info("training run %s on %s %s", run_name, dataset.name, dataset.version)
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        if storage.is_transient(err):  # the store went away under the workers: one line, the run resumes
-            raise storage.StoreUnavailableError(
-                f"training run {run_name} stopped: the store {storage.resolve_store(cfg.store)} became unavailable "
-                f"({str(err).strip().splitlines()[-1][:160]}). Check that it is up and reachable, then re-run the "
-                "same command: it resumes from the last checkpoint"
+    retries = 0
+    while True:
+        try:
+            result = trainer.fit()
+            break
+        except ray.train.TrainingFailedError as err:
+            kind = classify_failure(err)
+            if kind != "fatal" and retries < cfg.scaling.max_failures:
+                retries += 1
+                log.warning("training run %s: %s (%s); resuming from its newest checkpoint, retry %d of %d",
+                            run_name, "a worker or node was lost" if kind == "lost" else "the store failed",
+                            _last_line(err), retries, cfg.scaling.max_failures)
+                trainer, _ = build_trainer(cfg, dataset, checks)  # same run name: fit() resumes it
+                continue
+            if kind == "transient":  # the store went away under the workers: one line, the run resumes
+                raise storage.StoreUnavailableError(
+                    f"training run {run_name} stopped: the store {storage.resolve_store(cfg.store)} became "
+                    f"unavailable ({_last_line(err)}). Check that it is up and reachable, then re-run the "
+                    "same command: it resumes from the last checkpoint"
+                ) from err
+            if kind == "lost":
+                raise TrainingError(
+                    f"training run {run_name} failed: workers were lost {retries + 1} times ({_last_line(err)}); "
+                    "re-run the same command to resume from the last checkpoint"
+                ) from err
+            raise TrainingError(
+                f"training run {run_name} failed (not retried: {_failure_text(err)}); fix the input or the "
+                "configuration and re-run: it resumes from the last checkpoint"
             ) from err
-        raise TrainingError(f"training run {run_name} failed: {err}") from err
     best = result.get_best_checkpoint("val_top1", "max") if hasattr(result, "get_best_checkpoint") else None
     checkpoint = best or result.checkpoint
     if checkpoint is None:
         raise TrainingError(f"training run {run_name} finished without a checkpoint")
     run_path = storage.join(storage.join(storage.resolve_store(cfg.store), "runs"), run_name)
     return TrainResult(run_name, run_path, checkpoint, dict(result.metrics or {}), dataset, checks)
+
+
+FailureKind = Literal["lost", "transient", "fatal"]
+
+
+def classify_failure(err: BaseException) -> FailureKind:
+    """What a failed ``trainer.fit()`` means for a retry.
+
+    ``lost``: a worker process or its node died or stopped answering its health checks (on any rank: when one
+    rank dies, the others fail with collective errors of their own); resuming on a healthy worker group helps.
+    ``transient``: the store failed in a way that may pass (``hvt.storage.is_transient``). ``fatal``: everything
+    else, e.g. ``FileNotFoundError``, a bad configuration, a damaged shard, running out of memory: the next
+    attempt would fail the same way. Ray Train wraps a worker's own exception (``UserExceptionWithTraceback``)
+    and a dead worker (``WorkerHealthCheckFailedError``); both are looked through.
+    """
+    failures = list(getattr(err, "worker_failures", {}).values()) or [getattr(err, "controller_failure", err)]
+    if isinstance(err, ray.train.PreemptionError):
+        return "lost"
+    chains = [_failure_chain(f) for f in failures]
+    if any(_is_lost(e) for chain in chains for e in chain):
+        return "lost"
+    data_errors = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, KeyError, TypeError,
+                   ValueError)
+    if any(isinstance(e, data_errors) for chain in chains for e in chain):
+        return "fatal"
+    if any(storage.is_transient(e) for chain in chains for e in chain):
+        return "transient"
+    return "fatal"
+
+
+_LOST_NAMES = {"WorkerHealthCheckFailedError", "WorkerHealthCheckTimeoutError"}  # Ray Train's own, internal types
+
+
+def _is_lost(err: BaseException) -> bool:
+    lost_types = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError,
+                  ray.exceptions.LocalRayletDiedError, ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError)
+    return isinstance(err, lost_types) or type(err).__name__ in _LOST_NAMES
+
+
+def _failure_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and what it wraps: Ray Train's wrappers (``_base_exc``, ``health_check_failure``), causes."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and len(chain) < 8 and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = (getattr(current, "_base_exc", None) or getattr(current, "health_check_failure", None)
+                   or current.__cause__)
+    return chain
+
+
+def _root(err: BaseException) -> BaseException:
+    return _failure_chain(err)[-1]
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1].strip()[:200] if lines else type(err).__name__
+
+
+def _failure_text(err: BaseException) -> str:
+    """The first worker's error as ``rank R: Type: message`` (one line)."""
+    failures = getattr(err, "worker_failures", {}) or {}
+    if not failures:
+        return _last_line(err)
+    rank = min(failures)
+    cause = _root(failures[rank])
+    return f"rank {rank}: {type(cause).__name__}: {_last_line(cause)}"

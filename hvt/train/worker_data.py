@@ -126,7 +126,7 @@ class TrainSplits:
 
     def _split(self, first_epoch: int, workers: int) -> Any:
         dataset = build_clip_dataset(self.loop_config["dataset_path"], "train", self.cfg.data, training=True,
-                                     first_epoch=first_epoch)
+                                     first_epoch=first_epoch, decode_resource=self.loop_config.get("decode_resource"))
         dataset = dataset.select_columns(train_columns(self.cfg.data))
         dataset.context.execution_options.preserve_order = self.cfg.runtime.ordered_data
         return dataset.streaming_split(workers, equal=True)
@@ -160,7 +160,7 @@ def val_iterator(loop_config: dict[str, Any], cfg: TrainConfig) -> Any:
 
     def split(workers: int) -> Any:
         dataset = build_clip_dataset(loop_config["val_path"], "val", with_views(cfg.data, cfg.val_views),
-                                     training=False)
+                                     training=False, decode_resource=loop_config.get("decode_resource"))
         return dataset.select_columns(list(BATCH_COLUMNS)).streaming_split(workers, equal=False)
 
     return split_on_rank0(split)

@@ -1,0 +1,206 @@
+"""Training across nodes, on one machine: a head that runs no work, a "train" node that alone can host the trainers
+(custom resource ``train``) and a CPU-only "decode" node (resource ``decode``), each its own ``ray start``.
+
+* a train -> evaluate -> register run on that cluster succeeds, its per-epoch metrics equal a one-node run of the
+  same config (``worker_resources`` and ``decode_on`` only say where things run: the run name is the same), and
+  Ray's state API shows every read/decode task on the decode node and every training worker on the train node;
+* a store the worker nodes cannot see (hidden from them by a mount namespace) fails in the pre-flight, with one
+  line naming the node, the path and what to do, before any epoch, with no retry;
+* the train node killed mid-run (SIGKILL of the whole node) and replaced: the run resumes from its checkpoint and
+  reproduces the unbroken run's metrics.
+
+`hvt train` runs in a subprocess (the driver, on the machine's own view of the filesystem); the test process never
+joins the cluster, it watches it through the state API.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from raycluster import RayCluster, can_unshare
+
+from hvt.config import ModelSpec, OptimConfig, ScalingSpec, TrainConfig
+from hvt.data import DataConfig
+
+pytestmark = [pytest.mark.integration]
+
+EPOCHS = 2
+TIMING = {"train_clips_per_s", "train_data_wait_share", "train_tflops_per_s", "train_mfu", "attempt_start_epoch"}
+
+
+def _config(store: Path, run_name: str, *, on_cluster: bool) -> TrainConfig:
+    return TrainConfig(
+        store=str(store),
+        dataset_name="synth",
+        run_name=run_name,
+        model=ModelSpec(name="haltingvt-nano-g05-b10"),
+        data=DataConfig(num_frames=8, frame_interval=2, train_short_side=(32, 40), test_short_side=32, crop_size=32,
+                        randaugment=True, decode_cpus=0.5, read_cpus=0.25),
+        optim=OptimConfig(epochs=EPOCHS, warmup_epochs=1, batch_size=4, lr=1e-3),
+        # trainers can only be placed on the node with the "train" resource; the one-node run has no such node
+        scaling=ScalingSpec(num_workers=2, cpus_per_worker=0.5, max_failures=2, keep_checkpoints=EPOCHS + 1,
+                            worker_resources={"train": 1.0} if on_cluster else {}),
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A store holding the synthetic set (3 classes x 6 clips), copied into each test's own store."""
+    from hvt.ingest import ShardConfig, make_synthetic_dataset, shard_dataset
+
+    root = tmp_path_factory.mktemp("multinode-data")
+    made = make_synthetic_dataset(str(root / "videos"), classes=3, per_class=6, seed=5, frames=16, size=(64, 64))
+    shard_dataset(ShardConfig(annotations=made.annotations_csv, videos=made.videos_dir, store=str(root / "store"),
+                              name="synth"))
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    """(cluster, train node, decode node, shared folder, hidden folder): the worker nodes see ``shared`` but an
+    empty ``hidden``."""
+    if not can_unshare():
+        pytest.skip("needs root and unshare to hide a folder from a node")
+    tmp = tmp_path_factory.mktemp("multinode")
+    shared, hidden = tmp / "shared", tmp / "hidden"
+    shared.mkdir()
+    hidden.mkdir()
+    with RayCluster(tmp) as cluster:
+        train = cluster.add_node(cpus=2, resources={"train": 2}, hidden=[hidden])
+        decode = cluster.add_node(cpus=1, resources={"decode": 1}, hidden=[hidden])
+        cluster.wait_for_nodes(3)
+        yield cluster, train, decode, shared, hidden
+
+
+def _store(dataset: Path, parent: Path, name: str) -> Path:
+    store = parent / name
+    shutil.copytree(dataset, store)
+    return store
+
+
+def _hvt_train(cfg: TrainConfig, workdir: Path, *extra: str, timeout: float) -> tuple[int, str, float]:
+    """Run `hvt train` with ``cfg``; (exit code, stderr, seconds)."""
+    config = workdir / f"{cfg.run_name}.json"
+    config.write_text(cfg.model_dump_json())
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "hvt.cli", "train", "--config", str(config), "--json", *extra],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**_env(), "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"})
+    return proc.returncode, proc.stderr, time.monotonic() - started
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _checkpoints(run_dir: Path) -> dict[int, dict]:
+    """Every committed checkpoint's state (epoch, attempt_start_epoch, metrics) by epoch."""
+    snapshot = (run_dir / "checkpoint_manager_snapshot.json").read_text()
+    out = {}
+    for path in sorted(run_dir.glob("checkpoint_*/train_state.pt")):
+        if path.parent.name in snapshot:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            out[int(state["epoch"])] = {"attempt_start_epoch": int(state["attempt_start_epoch"]),
+                                        "metrics": {k: v for k, v in state["metrics"].items() if k not in TIMING}}
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_node_run(tmp_path_factory, dataset) -> dict[int, dict]:
+    """The per-epoch metrics of the same config on a one-node local Ray."""
+    tmp = tmp_path_factory.mktemp("one-node")
+    cfg = _config(_store(dataset, tmp, "store"), "same", on_cluster=False)
+    code, err, _ = _hvt_train(cfg, tmp, "--no-register", timeout=600)
+    assert code == 0, err[-4000:]
+    return _checkpoints(Path(cfg.store) / "runs" / "same")
+
+
+@pytest.mark.timeout(900)
+def test_a_run_across_nodes_trains_evaluates_registers_like_one_node(layout, dataset, one_node_run, tmp_path):
+    from ray.util.state import list_actors, list_tasks
+
+    cluster, train, decode, shared, _ = layout
+    cfg = _config(_store(dataset, shared, "store"), "same", on_cluster=True)
+    code, err, _ = _hvt_train(cfg, tmp_path, "--ray-address", cluster.address, timeout=600)
+    assert code == 0, err[-6000:] + "\n" + "\n".join(cluster.tail(n) for n in cluster.nodes)
+    assert "pre-flight: 2 node(s)" in err  # the train node and the decode node were probed
+    got = _checkpoints(Path(cfg.store) / "runs" / "same")
+    assert sorted(got) == sorted(one_node_run) == list(range(EPOCHS))
+    for epoch in range(EPOCHS):
+        assert got[epoch]["metrics"] == one_node_run[epoch]["metrics"], f"epoch {epoch}"
+    assert (Path(cfg.store) / "registry" / cfg.model.name / "v1" / "metrics.json").exists()
+
+    tasks = list_tasks(address=cluster.dashboard, detail=True, limit=10000, raise_on_missing_output=False)
+    data_tasks = [t for t in tasks if "ReadVideoShard" in t.name or "MapBatches" in t.name]
+    assert data_tasks, sorted({t.name for t in tasks})
+    placed = {t.node_id for t in data_tasks if t.node_id}
+    assert placed == {decode.node_id}, f"read/decode tasks ran on {placed}; the decode node is {decode.node_id}"
+    probes = {t.node_id for t in tasks if t.name == "hvt-preflight"}
+    assert probes == {train.node_id, decode.node_id}
+    workers = list_actors(address=cluster.dashboard, detail=True, limit=10000,
+                          filters=[("class_name", "=", "RayTrainWorker")], raise_on_missing_output=False)
+    assert workers and {w.node_id for w in workers} == {train.node_id}
+
+
+@pytest.mark.timeout(300)
+def test_a_store_the_worker_nodes_cannot_see_fails_in_the_preflight(layout, dataset, tmp_path):
+    cluster, _, _, _, hidden = layout
+    cfg = _config(_store(dataset, hidden, "store"), "hidden", on_cluster=True)
+    code, err, seconds = _hvt_train(cfg, tmp_path, "--ray-address", cluster.address, timeout=240)
+    assert code == 2, err[-4000:]
+    lines = [line for line in err.splitlines() if "pre-flight: node" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err[-4000:]
+    line = lines[0]
+    assert line.startswith("hvt train: error: pre-flight: node 127.0.0.1 (node ")
+    assert f"cannot read {cfg.store}/datasets/synth/" in line and "manifest.json" in line
+    assert "use an s3:// store or a filesystem mounted at the same path on every node" in line
+    assert seconds < 120, seconds
+    run_dir = Path(cfg.store) / "runs" / "hidden"
+    assert not list(run_dir.glob("checkpoint_*")), "an epoch was trained"
+    assert "retry" not in err
+
+
+@pytest.mark.timeout(900)
+def test_a_train_node_killed_mid_run_is_replaced_and_the_run_resumes(layout, dataset, one_node_run, tmp_path):
+    cluster, train, _, shared, hidden = layout
+    cfg = _config(_store(dataset, shared, "killed"), "same", on_cluster=True)
+    run_dir = Path(cfg.store) / "runs" / "same"
+    config = tmp_path / "cfg.json"
+    config.write_text(cfg.model_dump_json())
+    log = tmp_path / "train.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "hvt.cli", "train", "--config", str(config), "--no-register",
+                                 "--json", "--ray-address", cluster.address], stdout=subprocess.DEVNULL, stderr=err,
+                                env={**_env(), "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 400
+        while not (run_dir / "checkpoint_manager_snapshot.json").exists():
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.5)
+        cluster.kill(train)  # the machine is gone, its trainers with it
+        cluster.add_node(cpus=2, resources={"train": 2}, hidden=[hidden])  # the autoscaler's replacement
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 0, text[-6000:]
+    assert "a worker or node was lost" in text and "retry 1 of 2" in text, text[-4000:]
+    got = _checkpoints(run_dir)
+    assert sorted(got) == list(range(EPOCHS))
+    assert got[EPOCHS - 1]["attempt_start_epoch"] > 0, "the last epoch was not trained by a resumed attempt"
+    for epoch in range(EPOCHS):
+        assert got[epoch]["metrics"] == one_node_run[epoch]["metrics"], f"epoch {epoch}"
+    json.dumps(got)  # plain data
