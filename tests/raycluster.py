@@ -8,7 +8,6 @@ that the node does not. Usage::
     with RayCluster(tmp_path) as cluster:
         train = cluster.add_node(cpus=2, resources={"train": 2})
         cluster.add_node(cpus=1, resources={"decode": 1}, hidden=[store_dir])
-        cluster.wait_for_nodes(3)
         subprocess.run([..., "--ray-address", cluster.address])
 """
 
@@ -23,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,22 +77,23 @@ class RayCluster:
                 "--num-cpus=0", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                 "--include-dashboard=true", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
                 f"--object-store-memory={self.object_store_bytes}"]
-        self._start(args, self.tmp / "head.log", {"CPU": 0.0})
-        deadline = time.monotonic() + 120
-        while True:  # the dashboard (Jobs and state API) answers last
-            try:
-                urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.nodes[0].proc.poll() is not None:
-                    self.__exit__(None, None, None)
-                    pytest.fail(f"the Ray head did not come up:\n{self.tail(self.nodes[0])}")
-                time.sleep(0.5)
-        return self
+        head = self._start(args, self.tmp / "head.log", {"CPU": 0.0})
+        deadline = time.monotonic() + 240
+        while True:  # up when the state API (served by the dashboard, which starts last) lists the head alive
+            alive = self._alive()
+            if alive:
+                head.node_id = alive[0].node_id
+                return self
+            if time.monotonic() > deadline or head.proc.poll() is not None:
+                self.__exit__(None, None, None)
+                pytest.fail(f"the Ray head did not come up:\n{self.tail(head)}")
+            time.sleep(0.5)
 
-    def add_node(self, cpus: float, resources: dict[str, float], hidden: list[Path] = ()) -> Node:
-        """Start a worker node with ``cpus`` logical CPUs and custom ``resources``; ``hidden`` folders look empty
-        to it (and to every process it starts)."""
+    def add_node(self, cpus: float, resources: dict[str, float], hidden: list[Path] = (), *,
+                 timeout: float = 240.0) -> Node:
+        """Start a worker node with ``cpus`` logical CPUs and custom ``resources`` and wait until it has joined;
+        ``hidden`` folders look empty to it (and to every process it starts). On a loaded machine ``ray start``
+        gives up after 30 s when its raylet registers late ("timed out during startup"): that start is retried."""
         args = [str(BIN / "ray"), "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus}", f"--resources={json.dumps(resources)}",
                 f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats"]
@@ -102,7 +101,23 @@ class RayCluster:
             mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(p))}" for p in hidden)
             args = ["unshare", "--mount", "--propagation", "private", "bash", "-c",
                     f"{mounts} && exec {shlex.join(args)}"]
-        return self._start(args, self.tmp / f"node{len(self.nodes)}.log", {"CPU": float(cpus), **resources})
+        wanted = _nonzero({"CPU": float(cpus), **resources})
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            known = {n.node_id for n in self.nodes if n.node_id}
+            node = self._start(args, self.tmp / f"node{len(self.nodes)}-{attempt}.log", wanted)
+            while time.monotonic() < deadline and node.proc.poll() is None:
+                joined = [e for e in self._alive() if e.node_id not in known and _resources(e) == wanted]
+                if joined:
+                    node.node_id = joined[0].node_id
+                    return node
+                time.sleep(0.5)
+            self.nodes.remove(node)
+            self._stop(node)
+            attempt += 1
+            if time.monotonic() >= deadline or attempt == 4:
+                pytest.fail(f"a Ray node with {wanted} did not join within {timeout:.0f}s:\n{self.tail(node)}")
 
     def _start(self, args: list[str], log: Path, resources: dict[str, float]) -> Node:
         with open(log, "wb") as out:
@@ -111,38 +126,16 @@ class RayCluster:
         self.nodes.append(node)
         return node
 
-    def alive_nodes(self) -> list[dict]:
+    def _alive(self) -> list:
         from ray.util.state import list_nodes
 
-        return [n for n in list_nodes(address=self.dashboard, detail=True) if n.state == "ALIVE"]
-
-    def wait_for_nodes(self, count: int, timeout: float = 120.0) -> None:
-        """Wait until ``count`` nodes are alive; record each started node's id (matched by its resources)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                alive = self.alive_nodes()
-            except Exception:  # noqa: BLE001 - the state API is not up yet
-                alive = []
-            if len(alive) >= count:
-                break
-            dead = [n for n in self.nodes if n.proc.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                pytest.fail(f"{len(alive)} of {count} Ray nodes up:\n" + "\n".join(self.tail(n) for n in self.nodes))
-            time.sleep(0.5)
-        for node in self.nodes:
-            if node.node_id is None:
-                for entry in alive:
-                    total = {k: float(v) for k, v in entry.resources_total.items()
-                             if not k.startswith(("node:", "memory", "object_store_memory", "accelerator_type"))}
-                    wanted = {k: v for k, v in node.resources.items() if v}
-                    taken = {n.node_id for n in self.nodes}
-                    if total == wanted and entry.node_id not in taken:
-                        node.node_id = entry.node_id
-                        break
+        try:
+            return [n for n in list_nodes(address=self.dashboard, detail=True) if n.state == "ALIVE"]
+        except Exception:  # noqa: BLE001 - the state API is still starting
+            return []
 
     def kill(self, node: Node) -> None:
-        """SIGKILL the node's whole process group at once (a machine that vanishes), and its leftovers."""
+        """SIGKILL the node's whole process group at once (a machine that vanishes)."""
         try:
             os.killpg(node.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -154,18 +147,33 @@ class RayCluster:
 
     def __exit__(self, *exc: object) -> None:
         for node in reversed(self.nodes):  # workers first, the head last
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if node.proc.poll() is not None:
-                    break
-                try:
-                    os.killpg(node.proc.pid, sig)
-                    node.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    continue
-                except ProcessLookupError:
-                    break
-            try:
-                os.killpg(node.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self._stop(node)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    @staticmethod
+    def _stop(node: Node) -> None:
+        """SIGTERM the node's process group (5 s to stop), then SIGKILL whatever is left in it."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if node.proc.poll() is not None:
+                break
+            try:
+                os.killpg(node.proc.pid, sig)
+                node.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+        try:
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _nonzero(resources: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in resources.items() if v}
+
+
+def _resources(entry) -> dict[str, float]:
+    """A state-API node's logical resources (CPUs and custom ones; not memory, object store or node labels)."""
+    return _nonzero({k: v for k, v in entry.resources_total.items()
+                     if not k.startswith(("node:", "memory", "object_store_memory", "accelerator_type"))})
