@@ -132,6 +132,9 @@ def plan_row(instance: Instance, variant: str, mfu: Figure, decode_rate: Figure,
     spare_vcpus = instance.vcpus - instance.gpus * cpus_per_trainer
     epoch_h = clips / (instance.gpus * rate) / 3600
     price = instance.price_per_hour.value + decode_nodes * DECODE_NODE.price_per_hour.value + HEAD_NODE.price_per_hour.value
+    # decode_on "any" with no decode nodes: possible when the GPU node's spare vCPUs keep up
+    self_decode = spare_vcpus * decode_rate.value * VCPU_PER_CORE.value >= rate * instance.gpus
+    self_price = instance.price_per_hour.value + HEAD_NODE.price_per_hour.value
     return {
         "gpu_node": f"1 x {instance.name} ({instance.gpus} x {instance.gpu})", "variant": variant, "mfu": mfu.value,
         "clips_per_s_per_gpu": rate, "decode_cores_per_gpu": decode_cores_per_gpu,
@@ -141,7 +144,8 @@ def plan_row(instance: Instance, variant: str, mfu: Figure, decode_rate: Figure,
         "node_clips_per_s": rate * instance.gpus,
         "hours_per_epoch": epoch_h, "cost_per_epoch": epoch_h * price,
         "hours_per_schedule": epoch_h * epochs, "cost_per_schedule": epoch_h * epochs * price,
-        "cluster_price_per_hour": price,
+        "cluster_price_per_hour": price, "decode_cores_per_node": decode_cores,
+        "cost_per_schedule_decoding_on_gpu_node": epoch_h * epochs * self_price if self_decode else None,
     }
 
 
@@ -195,19 +199,24 @@ def main(argv: list[str] | None = None) -> int:
         gpu = str(row["gpu_node"]).split(" x ")[-1].rstrip(")")
         print(f"| {gpu} | {row['variant']} | {forward_gflops(str(row['variant'])).value:.2f} | {row['mfu']:.2f} | "
               f"{rate:.0f} | {row['decode_cores_per_gpu']:.1f} | {rate * clip_bytes / 1e6:.0f} |")
+    decode_cpus = config.data.decode_workers * config.data.decode_cpus
+    print(f"\nThe `cluster` config decodes with decode_workers x decode_cpus = {decode_cpus:g} CPUs: "
+          f"{decode_cpus * decode_rate.value:.0f} clips/s at d = {decode_rate.value}.")
     print(f"\nPlans for `{config.model.name}` (the `cluster` deployment's model): one GPU node, decode nodes "
           f"{DECODE_NODE.name} ({DECODE_NODE.vcpus} vCPUs), a {HEAD_NODE.name} head. Decode nodes = the larger "
-          "of the CPU and the network bound; the last column is what the GPU node's own spare vCPUs could decode "
-          "(decode_on any, no decode nodes).\n")
-    print("| dataset | GPU node | MFU | clips/s | decode nodes (CPU / net) | $/h | h/epoch | $/epoch | "
-          f"h/{epochs} ep | $/{epochs} ep | spare vCPUs decode |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "of the CPU and the network bound. Last two columns: what the GPU node's vCPUs beyond its trainers' "
+          "decode, and the schedule's cost without decode nodes (decode_on any) where they keep up.\n")
+    print("| dataset | GPU node | MFU | clips/s | decode cores | decode nodes (CPU / net) | $/h | h/epoch | $/epoch | "
+          f"h/{epochs} ep | $/{epochs} ep | spare vCPUs decode | $/{epochs} ep decoding on the GPU node |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in plans:
+        own = row["cost_per_schedule_decoding_on_gpu_node"]
         print(f"| {row['dataset']} | {row['gpu_node']} | {row['mfu']:.2f} | {row['node_clips_per_s']:.0f} | "
+              f"{row['decode_cores_per_node']:.0f} | "
               f"{row['decode_nodes']} ({row['decode_nodes_by_cpu']} / {row['decode_nodes_by_network']}) | "
               f"{row['cluster_price_per_hour']:.2f} | {row['hours_per_epoch']:.3f} | {row['cost_per_epoch']:.2f} | "
               f"{row['hours_per_schedule']:.2f} | {row['cost_per_schedule']:.0f} | "
-              f"{row['spare_vcpus_decode_clips_per_s']:.0f} clips/s |")
+              f"{row['spare_vcpus_decode_clips_per_s']:.0f} clips/s | {'-' if own is None else f'{own:.0f}'} |")
     return 0
 
 
