@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import dockerfile_reader as dockerfile
 import pytest
 import yaml
 
@@ -158,11 +161,339 @@ def test_kuberay_rayjob_manifest_runs_our_entrypoint_with_a_valid_config():
             assert {"secretRef": {"name": "hvt-s3-credentials"}} in container.get("envFrom", [])
 
 
-def test_dockerfile_is_cuda_based_and_installs_the_project():
-    text = (INFRA / "Dockerfile").read_text()
-    assert re.search(r"^FROM nvidia/cuda:\S+", text, re.M)
-    assert "pip install" in text and "COPY hvt" in text and "COPY pipelines" in text
-    assert "import hvt.train.job" in text  # the build fails if the job entrypoint does not import
+# --- infra/Dockerfile, read as the builder reads it (tests/dockerfile.py); no docker needed -------------------
+
+DOCKERFILE = INFRA / "Dockerfile"
+RAY_IMAGE = re.compile(r"^rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py(?P<py>\d+)-(?P<cuda>cu\d+)$")
+# commands that put a Python interpreter, environment or packages on disk
+PYTHON_INSTALLERS = re.compile(r"\b(pip3?|uv|conda|mamba|micromamba|virtualenv)\b|\bpython3?(\.\d+)? -m (pip|venv)\b")
+
+
+def _pyproject_pin(package: str) -> str:
+    """The exact version pyproject.toml pins ``package`` to (``==``), or fail."""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in map(Requirement, deps):
+        if dep.name == package:
+            (spec,) = dep.specifier
+            assert spec.operator == "==", f"pyproject.toml does not pin {package} exactly: {dep}"
+            return spec.version
+    raise AssertionError(f"{package} is not a dependency in pyproject.toml")
+
+
+def _tested_torch_version() -> str:
+    """The torch `make test` runs: the Makefile's CPU pin (machines without a GPU, CI included)."""
+    pins = set(re.findall(r"\btorch==(\d+\.\d+\.\d+)\b", (REPO / "Makefile").read_text()))
+    assert len(pins) == 1, f"expected one exact torch pin in the Makefile, found {sorted(pins)}"
+    return pins.pop()
+
+
+def _dockerfile(text: str | None = None) -> list[dockerfile.Instruction]:
+    return dockerfile.parse(DOCKERFILE.read_text() if text is None else text)
+
+
+def _base(instructions: list[dockerfile.Instruction]) -> re.Match[str]:
+    froms = [i for i in instructions if i.keyword == "FROM"]
+    assert len(froms) == 1, "one stage expected: the runtime image is the only stage"
+    match = RAY_IMAGE.match(froms[0].args.split()[0])
+    assert match, f"line {froms[0].line}: base {froms[0].args!r} is not rayproject/ray:<ray>-py<XY>-cu<XYZ>"
+    return match
+
+
+def _runs(instructions: list[dockerfile.Instruction]) -> list[dockerfile.Instruction]:
+    return [i for i in instructions if i.keyword == "RUN"]
+
+
+def _installs_python(run: dockerfile.Instruction) -> bool:
+    return bool(PYTHON_INSTALLERS.search(run.args))
+
+
+def _smoke_check(instructions: list[dockerfile.Instruction]) -> dockerfile.Instruction:
+    checks = [r for r in _runs(instructions) if "infra/check_image.py" in r.args]
+    assert len(checks) == 1, "the Dockerfile must run infra/check_image.py once"
+    return checks[0]
+
+
+def _pip_installs(run: dockerfile.Instruction) -> list[list[str]]:
+    """The arguments after `pip install` of each pip command in a RUN (commands split at && ; |)."""
+    commands: list[list[str]] = [[]]
+    for word in run.words():
+        if word in {"&&", ";", "||", "|"}:
+            commands.append([])
+        else:
+            commands[-1].append(word)
+    return [cmd[cmd.index("install") + 1:] for cmd in commands
+            if len(cmd) > 1 and re.fullmatch(r"pip3?", cmd[0]) and "install" in cmd]
+
+
+def _flag(run: dockerfile.Instruction, flag: str) -> list[str]:
+    words = run.words()
+    return [words[k + 1] for k, word in enumerate(words[:-1]) if word == flag]
+
+
+def test_dockerfile_builds_on_rays_image_of_the_pinned_ray_and_python_311():
+    base = _base(_dockerfile())
+    assert base["ray"] == _pyproject_pin("ray"), "the image's Ray must be the Ray the project pins and tests"
+    assert base["py"] == "311", "Python 3.11 is the version the project is tested on"
+
+
+def test_dockerfile_runs_as_ray_and_nothing_it_needs_is_under_root():
+    """The runtime user installs every Python package itself; no path under /root is on any instruction."""
+    instructions = _dockerfile()
+    user = dockerfile.final_user(instructions)
+    assert user == "ray", f"the image must run as Ray's own user `ray`, not {user!r}"
+    for ins in instructions:
+        assert not re.search(r"(^|[\s=:\"'])/root(/|\b)", ins.args), (
+            f"line {ins.line}: {ins.keyword} names /root, which the runtime user cannot read: {ins.raw_args}"
+        )
+        assert "uv python install" not in ins.args, f"line {ins.line}: an interpreter outside Ray's image Python"
+    for run in _runs(instructions):
+        if _installs_python(run):
+            assert run.user == user, (
+                f"line {run.line}: installs Python things as {run.user!r}, not as the runtime user {user!r}: "
+                f"{run.raw_args[:100]}"
+            )
+    for ins in instructions:
+        if ins.keyword == "COPY" and ins.user == user:
+            # COPY ignores USER: without --chown the files are root's, and `pip install .` builds in them
+            assert "--chown=" in ins.args, f"line {ins.line}: COPY without --chown leaves root-owned files"
+
+
+def test_dockerfile_pins_torch_to_the_tested_version_from_the_base_images_cuda_index():
+    instructions = _dockerfile()
+    cuda = _base(instructions)["cuda"]
+    tested = _tested_torch_version()
+    torch_runs = [r for r in _runs(instructions) if re.search(r"\btorch\b", r.args) and _installs_python(r)]
+    assert torch_runs, "torch is never installed"
+    first = torch_runs[0]
+    requirements = [w for cmd in _pip_installs(first) for w in cmd if re.match(r"torch\b", w)]
+    assert requirements == [f"torch=={tested}"], (
+        f"line {first.line}: pip must install torch=={tested} (the tested version), found {requirements}"
+    )
+    assert _flag(first, "--index-url") == [f"https://download.pytorch.org/whl/{cuda}"], (
+        f"line {first.line}: torch must come from PyTorch's {cuda} index (the base image's CUDA)"
+    )
+    constraint_files = {
+        target for run in _runs(instructions) if f"torch=={tested}" in run.words()
+        for target in re.findall(r">\s*(\S+)", run.args)
+    }
+    assert constraint_files, f"no constraints file pins torch=={tested} for the installs after torch"
+    project = [r for r in _runs(instructions) if _installs_python(r) and re.search(r"\binstall\b.*\s\.(\s|$)", r.args)]
+    assert project, "the project is never installed"
+    for run in project:
+        assert run.line > first.line, f"line {run.line}: the project is installed before torch"
+        constraints = set(_flag(run, "-c") + _flag(run, "--constraint"))
+        assert constraints & constraint_files, f"line {run.line}: nothing stops pip from moving torch"
+
+
+def test_dockerfile_installs_a_c_compiler_for_inductor_and_triton():
+    instructions = _dockerfile()
+    apt = [r for r in _runs(instructions) if "apt-get install" in r.args]
+    assert any(set(r.words()) & {"build-essential", "gcc"} for r in apt), "no C compiler is installed"
+    for run in apt:
+        assert run.user == "root", f"line {run.line}: apt-get needs root, runs as {run.user!r}"
+    assert "c compiler" not in _flag(_smoke_check(instructions), "--skip")
+
+
+def test_dockerfile_installs_boto3_where_the_launchers_autoscaler_runs():
+    instructions = _dockerfile()
+    user = dockerfile.final_user(instructions)
+    boto = [r for r in _runs(instructions) if _installs_python(r) and re.search(r"\bboto3\b", r.args)]
+    assert boto and all(r.user == user for r in boto), "boto3 must be installed (as the runtime user)"
+    check_image = _check_image_module()
+    assert "boto3" in check_image.MODULES and "import boto3" not in _flag(_smoke_check(instructions), "--skip")
+    # the launcher's autoscaler runs on the head, inside the image from `docker.image` (no other head image)
+    cluster = yaml.safe_load((INFRA / "ray/gpu-cluster.yaml").read_text())
+    head_image = cluster["docker"].get("head_image", cluster["docker"]["image"])
+    assert head_image == cluster["docker"]["image"] and head_image.startswith("ghcr.io/haltingvt/haltingvt:")
+    assert "--autoscaling-config" in " ".join(cluster["head_start_ray_commands"])
+    assert not cluster.get("head_setup_commands"), "the head must need nothing beyond the image"
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_dockerfile_stops_clearly_off_x86_64_before_installing_decord(machine, tmp_path):
+    """The architecture check, run by bash (Ray's images set SHELL to bash) with `uname -m` answering ``machine``:
+    x86_64 passes; anything else stops the build with a message naming decord, before any pip install."""
+    instructions = _dockerfile()
+    arch = [r for r in _runs(instructions) if "uname -m" in r.args]
+    assert len(arch) == 1, "one architecture check expected: decord 0.6.0 has x86_64 wheels only"
+    first_pip = next(r for r in _runs(instructions) if _installs_python(r))
+    assert arch[0].line < first_pip.line, "the architecture check must come before the first install"
+    fake = tmp_path / "uname"
+    fake.write_text(f"#!/bin/sh\necho {machine}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", arch[0].args], env=env, capture_output=True, text=True, timeout=30)
+    if machine == "x86_64":
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode != 0 and "decord" in done.stderr and machine in done.stderr, done
+
+
+def test_dockerfile_smoke_check_runs_last_as_the_runtime_user_with_the_pins():
+    instructions = _dockerfile()
+    user = dockerfile.final_user(instructions)
+    check = _smoke_check(instructions)
+    assert check.user == user == "ray", (
+        f"line {check.line}: the smoke check runs as {check.user!r} and the image as {user!r}; both must be 'ray'"
+    )
+    after = [i for i in instructions if i.line > check.line and i.keyword in {"RUN", "COPY", "ADD", "USER"}]
+    assert not after, f"line {after[0].line if after else 0}: the image changes after its smoke check"
+    assert _flag(check, "--user") == [user]
+    assert _flag(check, "--torch") == [_tested_torch_version()]
+    assert _flag(check, "--ray") == [_pyproject_pin("ray")]
+    assert _flag(check, "--cuda") == [_base(instructions)["cuda"]]
+    assert not _flag(check, "--skip"), "the image's smoke check skips nothing"
+    modules = set(_check_image_module().MODULES)
+    assert modules >= {"torch", "decord", "av", "ray.train", "ray.data", "hvt.train.job", "boto3"}
+
+
+def _check_image_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_image", INFRA / "check_image.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_image_script_runs_here_and_rejects_what_it_should():
+    """The smoke check itself works: here (root, CPU torch, maybe no boto3) it passes what applies and fails the
+    user check as root, so it cannot pass when a build runs it before `USER`."""
+    # this venv's interpreter may live under /root (a dev machine, not the image); `pip check` judges this venv,
+    # not the image, so it runs in the build only
+    skips = ["--skip", "interpreter", "--skip", "pip check"]
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        skips += ["--skip", "import boto3"]
+    if shutil.which("gcc") is None or shutil.which("g++") is None:
+        skips += ["--skip", "c compiler"]
+    if os.geteuid() != 0:
+        skips += ["--skip", "user"]
+    done = subprocess.run(
+        [sys.executable, str(INFRA / "check_image.py"), "--user", "ray", "--torch", _tested_torch_version(),
+         "--ray", _pyproject_pin("ray"), "--cuda", "none", *skips],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    lines = done.stdout.splitlines()
+    failed = [line for line in lines if line.startswith("FAIL")]
+    if os.geteuid() == 0:
+        assert failed == ["FAIL  user: CheckFailed: running as root (uid 0), expected ray and not root"], done.stdout
+        assert done.returncode == 1
+    else:
+        assert not failed and done.returncode == 0, done.stdout + done.stderr
+    for name in ("torch", "decord", "av", "ray.train", "ray.data", "hvt.train.job"):
+        assert any(line.startswith(f"ok    import {name}:") for line in lines), done.stdout
+    wrong = subprocess.run(
+        [sys.executable, str(INFRA / "check_image.py"), "--user", "ray", "--torch", "0.0.1", "--ray", "0.0.1",
+         "--cuda", "cu128", *skips, "--skip", "import pipelines.train", "--skip", "c compiler"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert wrong.returncode == 1
+    for label in ("torch version", "ray version", "cuda"):
+        assert any(line.startswith(f"FAIL  {label}:") for line in wrong.stdout.splitlines()), wrong.stdout
+
+
+# --- Ray pods and nodes: /dev/shm, node types, one image and one Ray version ---------------------------------
+
+def _k8s_bytes(quantity: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)?", str(quantity))
+    assert match, f"not a Kubernetes quantity: {quantity!r}"
+    return float(match[1]) * units.get(match[2] or "", 1)
+
+
+def _ray_object_store_bytes(memory: float, shm: float) -> float:
+    """The object store Ray sizes for a node (ray._private.utils.resolve_object_store_memory, no override):
+    a share of its memory, capped at 95% of /dev/shm but never below REQUIRE_SHM_SIZE_THRESHOLD."""
+    from ray._private import ray_constants as rc
+
+    cap = min(rc.DEFAULT_OBJECT_STORE_MAX_MEMORY_BYTES, max(rc.REQUIRE_SHM_SIZE_THRESHOLD, int(shm * 0.95)))
+    return min(memory * rc.DEFAULT_OBJECT_STORE_MEMORY_PROPORTION, cap)
+
+
+def _rayjob() -> tuple[dict, dict]:
+    docs = {d["kind"]: d for d in yaml.safe_load_all((INFRA / "k8s/rayjob.yaml").read_text())}
+    return docs["RayJob"], docs["ConfigMap"]
+
+
+def _ray_pod_groups(job: dict) -> dict[str, dict]:
+    cluster = job["spec"]["rayClusterSpec"]
+    return {"head": cluster["headGroupSpec"], **{g["groupName"]: g for g in cluster["workerGroupSpecs"]}}
+
+
+def test_every_kuberay_pod_has_a_memory_backed_dev_shm_that_holds_rays_object_store():
+    job, _ = _rayjob()
+    for name, group in _ray_pod_groups(job).items():
+        pod = group["template"]["spec"]
+        shm_volumes = {v["name"]: v for v in pod.get("volumes", []) if v.get("emptyDir", {}).get("medium") == "Memory"}
+        assert shm_volumes, f"{name}: no memory-backed emptyDir volume (Ray's object store would go to /tmp)"
+        for container in pod["containers"]:
+            mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/dev/shm"]
+            assert mounts and mounts[0]["name"] in shm_volumes, f"{name}/{container['name']}: no /dev/shm mount"
+            volume = shm_volumes[mounts[0]["name"]]["emptyDir"]
+            assert "sizeLimit" in volume, f"{name}: /dev/shm without sizeLimit may take the node's memory"
+            shm = _k8s_bytes(volume["sizeLimit"])
+            memory = _k8s_bytes(container["resources"]["limits"]["memory"])
+            store = _ray_object_store_bytes(memory, shm)
+            assert shm >= store, f"{name}: /dev/shm {shm / 2**30:.1f} GiB < Ray's object store {store / 2**30:.1f} GiB"
+            assert shm < memory, f"{name}: /dev/shm counts against the memory limit; it cannot take all of it"
+
+
+def test_images_and_ray_versions_agree_across_infra():
+    ray_pin = _pyproject_pin("ray")
+    cuda = _base(_dockerfile())["cuda"]
+    cluster = yaml.safe_load((INFRA / "ray/gpu-cluster.yaml").read_text())
+    image = cluster["docker"]["image"]
+    tag = image.rsplit(":", 1)[1]
+    assert f"ray{ray_pin}" in tag and "py311" in tag and tag.endswith(cuda), (
+        f"image tag {tag!r} must name the Ray ({ray_pin}), Python and CUDA ({cuda}) of infra/Dockerfile"
+    )
+    job, _ = _rayjob()
+    assert job["spec"]["rayClusterSpec"]["rayVersion"] == ray_pin
+    for name, group in _ray_pod_groups(job).items():
+        for container in group["template"]["spec"]["containers"]:
+            assert container["image"] == image, f"{name}: {container['image']} != the launcher's {image}"
+
+
+def test_decode_nodes_carry_one_decode_unit_per_cpu():
+    """`decode` = the node's CPUs in both layouts, so a decode task reserving N CPUs fits where N `decode` do."""
+    cluster = yaml.safe_load((INFRA / "ray/gpu-cluster.yaml").read_text())
+    decode_types = {n: t for n, t in cluster["available_node_types"].items() if "decode" in t.get("resources", {})}
+    assert decode_types, "the launcher has no node type with the `decode` resource"
+    for name, node in decode_types.items():
+        assert node["resources"]["decode"] == node["resources"]["CPU"], name
+        assert node["resources"].get("GPU", 0) == 0, f"{name}: decode nodes are CPU-only"
+    job, _ = _rayjob()
+    groups = _ray_pod_groups(job)
+    decode_groups = {n: g for n, g in groups.items() if "decode" in g.get("rayStartParams", {}).get("resources", "")}
+    assert decode_groups, "the RayJob has no worker group with the `decode` resource"
+    for name, group in decode_groups.items():
+        resources = json.loads(json.loads(group["rayStartParams"]["resources"]))
+        (container,) = group["template"]["spec"]["containers"]
+        assert resources["decode"] == int(_k8s_bytes(container["resources"]["limits"]["cpu"])), name
+
+
+def test_launcher_starts_a_gpu_node_and_a_decode_node_with_the_cluster():
+    """min_workers >= 1: a GPU node exists when a job starts (no wait on the autoscaler), and a decode node exists
+    so that decode_on "auto" sees one; /dev/shm big enough that Ray keeps its object store there."""
+    from ray._private import ray_constants as rc
+
+    cluster = yaml.safe_load((INFRA / "ray/gpu-cluster.yaml").read_text())
+    nodes = cluster["available_node_types"]
+    gpu = {n: t for n, t in nodes.items() if t.get("resources", {}).get("GPU", 0) > 0}
+    decode = {n: t for n, t in nodes.items() if "decode" in t.get("resources", {})}
+    assert gpu and all(t["min_workers"] >= 1 for t in gpu.values()), "no GPU node starts with the cluster"
+    assert decode and all(t["min_workers"] >= 1 for t in decode.values()), "no decode node starts with the cluster"
+    assert sum(t["min_workers"] for n, t in nodes.items() if n != cluster["head_node_type"]) <= cluster["max_workers"]
+    shm = [o for o in cluster["docker"]["run_options"] if o.startswith("--shm-size=")]
+    assert shm, "docker's default /dev/shm (64 MB) sends Ray's object store to /tmp"
+    size = _k8s_bytes(shm[0].split("=", 1)[1].rstrip("bB").upper().replace("I", "i"))
+    # at or above Ray's threshold the store is capped at 95% of /dev/shm, so it always fits whatever the memory
+    assert size >= rc.REQUIRE_SHM_SIZE_THRESHOLD, f"--shm-size {shm[0]} is below Ray's 10 GB threshold"
 
 
 def test_dev_stack_script_is_valid_bash_and_binds_to_loopback():
