@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -107,7 +110,7 @@ def training_check(bench, model: torch.nn.Module, device: torch.device, wrap=Non
                                       test_short_side=a.size, augment_on="decode"),
                       optim=OptimConfig(batch_size=batch, epochs=1, warmup_epochs=0))
     if wrap is None:
-        ids = [device] if device.type == "cuda" else None
+        ids = [device.index] if device.type == "cuda" else None
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **ddp_kwargs(model, cfg))
     else:
         ddp = wrap(model, ddp_kwargs(model, cfg))
@@ -139,6 +142,8 @@ def process_group_rows(bench) -> None:
     from hvt.collectives import init_local_group
 
     dev = bench.dev
+    if dev.type == "cuda" and dev.index is None:  # DDP's device_ids and set_device want an index
+        dev = torch.device("cuda", torch.cuda.current_device())
     if not dist.is_available():
         bench.add({"section": "paths", "check": "process group", "status": "skipped: torch.distributed missing"})
         return
@@ -174,7 +179,7 @@ def nccl_refuses_cpu() -> dict[str, Any]:
 
     try:
         dist.all_reduce(torch.ones(1))
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         return {"refused_with": str(err).splitlines()[0][:120]}
     raise AssertionError("NCCL all-reduced a CPU tensor")
 
@@ -186,9 +191,10 @@ def ray_train_row(bench) -> None:
     row(bench, "ray train use_gpu", {}, lambda: ray_train_check(bench))
 
 
-def ray_train_check(bench) -> dict[str, Any]:
+def ray_train_check(bench, use_gpu: bool = True) -> dict[str, Any]:
     """The evaluator and a few training steps in one Ray Train worker with ``use_gpu``: Ray's NCCL group, its
-    ``set_device`` and ``prepare_model``'s DDP, as a cluster run has them."""
+    ``set_device`` and ``prepare_model``'s DDP, as a cluster run has them (``use_gpu=False``: gloo, to try the
+    row's machinery on a CPU)."""
     needs("ray", "pydantic", "torchmetrics")
     import sys
 
@@ -200,14 +206,19 @@ def ray_train_check(bench) -> dict[str, Any]:
     from hvt.train.ray_env import ensure_ray
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the worker needs no bench/ on its path
-    config = {"args": bench.args, "variant": bench.name(bench.check_variant)}
+    repo = str(Path(__file__).resolve().parents[1])
+    if not ray.is_initialized():  # the workers import hvt from this checkout (they inherit Ray's environment)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    ensure_ray(None)
+    config = {"args": bench.args, "variant": bench.name(bench.check_variant), "use_gpu": use_gpu}
     outcome: dict[str, Any] = {}
+    scratch = tempfile.mkdtemp(prefix="hvt-bench-ray-")
 
     def fit() -> None:
         try:
-            ensure_ray(None)
             trainer = TorchTrainer(_ray_worker, train_loop_config=config,
-                                   scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=True))
+                                   scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu),
+                                   run_config=ray.train.RunConfig(name="bench-paths", storage_path=scratch))
             outcome["result"] = trainer.fit().return_value
         except BaseException as err:  # noqa: BLE001 - reported by the row
             outcome["error"] = err
@@ -231,9 +242,10 @@ def _ray_worker(config: dict[str, Any]) -> dict[str, Any]:
     from hvt.model.halting import calibrate_halting_offset
 
     device = ray.train.torch.get_device()
-    if device.type != "cuda" or dist.get_backend() != "nccl":
-        raise AssertionError(f"Ray Train gave device {device} and backend {dist.get_backend()}")
-    if torch.cuda.current_device() != device.index:
+    want = ("cuda", "nccl") if config["use_gpu"] else ("cpu", "gloo")
+    if (device.type, dist.get_backend()) != want:
+        raise AssertionError(f"Ray Train gave device {device} and backend {dist.get_backend()}, not {want}")
+    if device.type == "cuda" and torch.cuda.current_device() != device.index:  # object collectives rely on it
         raise AssertionError(f"current CUDA device {torch.cuda.current_device()} is not the worker's {device}")
     shim = _Shim(config["args"], device)
 

@@ -79,7 +79,7 @@ def init_local_group(device: torch.device) -> str:
     ``device`` (which becomes the current CUDA device, as Ray Train makes it), gloo otherwise. Returns the
     backend; ``dist.destroy_process_group()`` ends it."""
     backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    if device.type == "cuda":  # set_device refuses a bare "cuda": it wants an index
+        torch.cuda.set_device(device.index if device.index is not None else torch.cuda.current_device())
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     return backend
