@@ -69,3 +69,20 @@ def test_gpu_only_path_checks_run_on_the_cpu():
     assert "bf16_rel_max_diff" in nested
     assert "rel_max_diff_vs_fp32" in gpu_paths.bf16_check(bench)
     assert set(gpu_paths.compile_check(bench)) == {f"{m}_rel_max_diff" for m in ("official", "mask", "remove")}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_gpu_bench_ray_row_machinery_runs_with_gloo(tmp_path):
+    """The ``ray train use_gpu`` row's machinery (the module shipped to the worker by value, Ray started for this
+    checkout, the evaluator and DDP steps in a Ray Train worker, the return value) on CPU workers with gloo; in
+    its own process, so that its Ray stops with it."""
+    script = ("import json, sys; sys.path.insert(0, sys.argv[1]); from bench import gpu, gpu_paths; "
+              "bench = gpu.Bench(gpu.parse_args(['--smoke'])); "
+              "print(json.dumps(gpu_paths.ray_train_check(bench, use_gpu=False)))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, str(REPO)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=380, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "gloo" and result["eval_clips"] > 0 and result["train_loss"] > 0
