@@ -4,8 +4,16 @@
     python bench/gpu.py --json          # also print the rows as one JSON list
     python bench/gpu.py --smoke --json  # tiny sizes on the CPU (what the test runs), ~1 minute
 
-It imports only torch and the project's ``hvt/model`` package (plus the standard library) and stops with a
-one-line message when either is missing. Three sections, every row measured in this one run:
+It needs only torch and the project's ``hvt/model`` package (plus the standard library) and stops with a
+one-line message when either is missing. Four sections, every row measured in this one run:
+
+0. **paths** (``bench/gpu_paths.py``), first: each CUDA-only path once, ``ok`` or the error: the training
+   loop's and the distributed evaluator's collectives and a few DDP training steps under a real NCCL group
+   (world size 1; the Ray Train path with ``use_gpu`` too when Ray is importable), NCCL refusing a CPU tensor,
+   bf16 autocast, the nested-tensor attention against the per-clip path (forward and backward) and inductor
+   ``compile_blocks`` against eager. Rows that need more of the project's stack (Ray, pydantic,
+   torchmetrics) than the machine has say ``skipped: needs ...``; on the CPU the group rows use gloo and the
+   CUDA-only rows say ``skipped: no CUDA``.
 
 1. **correctness** on the device: ``mask`` vs ``remove`` logits of the same calibrated HaltingVT, in float32
    (relative max |diff| <= 1e-4) and in bf16 autocast (<= 5e-2: bf16 keeps 8 bits of mantissa and a halting
@@ -48,6 +56,7 @@ except ImportError as _err:  # pragma: no cover - the lent machine has torch pre
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 try:
+    from bench.gpu_paths import run_paths
     from hvt.model import PAPER_VARIANTS, create_model, varlen
     from hvt.model.halting import calibrate_halting_offset
     from hvt.model.mfu import inference_flops, peak_flops, training_flops
@@ -69,6 +78,8 @@ def sized(name: str, size: str) -> str:
 
 
 class Bench:
+    check_variant, tol_fp32, tol_bf16 = CHECK_VARIANT, TOL_FP32, TOL_BF16  # read by bench/gpu_paths.py
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.dev = torch.device(args.device)
@@ -328,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     bench = Bench(args)
+    run_paths(bench)  # first: a few seconds per row settle the CUDA-only paths before the budget is spent
     bench.guarded("correctness", {"variant": CHECK_VARIANT}, bench.correctness)
     bench.training(compiled=False)
     bench.inference()

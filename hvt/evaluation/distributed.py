@@ -20,14 +20,12 @@ from typing import Any
 import ray
 import ray.train
 import ray.train.torch
-import torch
-import torch.distributed as dist
 from ray.train.torch import TorchTrainer
 
 from hvt.config import ScalingSpec
 from hvt.data import DataConfig, build_clip_dataset, resolve_shard_urls
 from hvt.data.placement import resolve_decode_resource
-from hvt.evaluation.evaluate import SpendAccumulator, evaluate_batches
+from hvt.evaluation.evaluate import SpendAccumulator, combine_shares, evaluate_batches
 from hvt.evaluation.evaluator import Evaluator
 from hvt.evaluation.metrics import ClipMetrics
 from hvt.model.zoo import model_from_state
@@ -35,18 +33,6 @@ from hvt.model.zoo import model_from_state
 log = logging.getLogger(__name__)
 
 EVAL_COLUMNS = ["clip", "label", "decode_ok"]
-
-
-def _gather_spend(spend: SpendAccumulator) -> SpendAccumulator:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return spend
-    parts: list[SpendAccumulator | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, spend)
-    merged = SpendAccumulator()
-    for part in parts:
-        if part is not None:
-            merged.merge(part)
-    return merged
 
 
 def _eval_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
@@ -65,13 +51,8 @@ def _eval_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         batches = dataset.select_columns(EVAL_COLUMNS).iter_torch_batches(
             batch_size=int(loop_config["batch_size"]), drop_last=False)
         evaluate_batches(evaluator, batches, metrics, spend)
-    result: dict[str, Any] = dict(metrics.compute())  # torchmetrics all-reduces over the workers
-    seconds = torch.tensor([time.perf_counter() - started], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)  # the slowest worker decides the wall time
-    result["clips_per_s"] = int(result.get("clips", 0)) / max(float(seconds.item()), 1e-9)
+    result = combine_shares(metrics, spend, time.perf_counter() - started, device)
     result["eval_workers"] = world_size
-    result.update(_gather_spend(spend).summary())
     return result  # Ray Train hands rank 0's return value to the driver (``Result.return_value``)
 
 

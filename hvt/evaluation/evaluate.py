@@ -1,4 +1,7 @@
-"""Evaluate a trained model on a dataset split: clips decoded by Ray Data, metrics by torchmetrics."""
+"""Evaluate a trained model on a dataset split: clips decoded by Ray Data, metrics by torchmetrics.
+
+Scoring and combining the workers' shares (``evaluate_batches``, ``combine_shares``) import no Ray, so
+``bench/gpu.py`` runs them under a real NCCL group on a machine without it."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import numpy as np
 import torch
 
 from hvt import storage
-from hvt.data import DataConfig, build_clip_dataset
+from hvt.collectives import gather_objects, max_over_ranks
+from hvt.data.config import DataConfig
 from hvt.evaluation.evaluator import Evaluator, VideoScores
 from hvt.evaluation.metrics import ClipMetrics
 
@@ -100,17 +104,33 @@ def evaluate_model(
     per video (mean and percentiles) and per view, tokens per layer, the halting-depth histogram and clips/s over
     ``data_config``'s test views. Ray Data decodes (on nodes with ``decode_resource`` when given, see
     ``hvt.data.placement``); see ``evaluate_distributed`` for DDP workers."""
+    from hvt.data.ray_dataset import build_clip_dataset
+
     dataset = build_clip_dataset(dataset_path, split, data_config, training=False, decode_resource=decode_resource)
     dataset = dataset.select_columns(["clip", "label", "decode_ok"])
     evaluator = Evaluator(model, device, max_clips=batch_size)
     metrics, spend = ClipMetrics(num_classes, device=evaluator.device), SpendAccumulator()
     started = time.perf_counter()
     evaluate_batches(evaluator, dataset.iter_torch_batches(batch_size=batch_size, drop_last=False), metrics, spend)
-    seconds = time.perf_counter() - started
-    result: dict[str, Any] = dict(metrics.compute())
-    result["clips_per_s"] = int(result.get("clips", 0)) / max(seconds, 1e-9)
+    result = combine_shares(metrics, spend, time.perf_counter() - started, evaluator.device)
     result["eval_workers"] = 1
-    result.update(spend.summary())
+    return result
+
+
+def combine_shares(
+    metrics: ClipMetrics, spend: SpendAccumulator, seconds: float, device: torch.device
+) -> dict[str, Any]:
+    """The figures of every worker's share of a split, on every rank (all ranks must call this): torchmetrics
+    all-reduces the accuracies and counts, the wall time is the slowest worker's (clips/s), the per-clip spend
+    is gathered. Every tensor handed to a collective is on ``device``, the worker's (NCCL refuses CPU tensors).
+    Without a process group: this process's figures."""
+    result: dict[str, Any] = dict(metrics.compute())
+    seconds = max_over_ranks(seconds, device)
+    result["clips_per_s"] = int(result.get("clips", 0)) / max(seconds, 1e-9)
+    merged = SpendAccumulator()
+    for part in gather_objects(spend):  # its tensors stay on the CPU, where pickling wants them
+        merged.merge(part)
+    result.update(merged.summary())
     return result
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
+from hvt.collectives import gather_objects, mean_over_ranks, sum_over_ranks
 from hvt.config import TrainConfig
 from hvt.evaluation.evaluate import evaluate_batches
 from hvt.evaluation.evaluator import Evaluator
@@ -37,7 +37,7 @@ from hvt.train.step import (
     ddp_kwargs,
     train_one_epoch,
 )
-from hvt.train.worker_data import TrainSplits, ValBatches, val_iterator, world_size
+from hvt.train.worker_data import TrainSplits, ValBatches, val_iterator
 
 __all__ = ["EpochStats", "compute_loss", "make_optimization", "seed_everything", "train_one_epoch",
            "train_loop_per_worker"]
@@ -103,12 +103,7 @@ def validate(model: torch.nn.Module, val: ValBatches, cfg: TrainConfig, num_clas
 
 def _gather_rng() -> list[dict[str, Any]]:
     """Every rank's RNG state, in rank order (all ranks must call this)."""
-    state = capture_rng()
-    if world_size() == 1:
-        return [state]
-    states: list[Any] = [None] * world_size()
-    dist.all_gather_object(states, state)
-    return states
+    return gather_objects(capture_rng())
 
 
 def _restore_rank_rng(saved: Any, rank: int, world_size: int, cfg: TrainConfig, epoch: int) -> None:
@@ -207,9 +202,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics.update(stats.metrics("train_"))
         best_top1 = max(best_top1, metrics["val_top1"])
         rng_states = _gather_rng()  # every rank takes part; rank 0 saves them
-        metrics["train_loss"] = _mean_over_ranks(metrics["train_loss"], stats.seen, device)
+        metrics["train_loss"] = mean_over_ranks(metrics["train_loss"], stats.seen, device)
         # counts are the run's, not rank 0's share: rank 0 alone reports them
-        metrics["train_clips"], metrics["train_decode_failures"] = _sum_over_ranks([stats.seen, stats.failed], device)
+        metrics["train_clips"], metrics["train_decode_failures"] = sum_over_ranks([stats.seen, stats.failed], device)
         if rank == 0:
             log.info("%s", progress_line(metrics, cfg.optim.epochs))
             log.debug("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
@@ -247,24 +242,6 @@ def progress_line(metrics: dict[str, Any], epochs: int) -> str:
         f"val top-1 {metrics['val_top1']:.3f}, {metrics['val_gflops']:.4f} GFLOPs/clip, "
         f"{metrics['train_clips_per_s']:.1f} clips/s"
     )
-
-
-def _mean_over_ranks(value: float, weight: int, device: torch.device) -> float:
-    """``value`` averaged over every rank, weighted by ``weight`` (all ranks must call this)."""
-    if world_size() == 1:
-        return value
-    sums = torch.tensor([value * weight, float(weight)], dtype=torch.float64, device=device)
-    dist.all_reduce(sums)
-    return float(sums[0] / max(float(sums[1]), 1.0))
-
-
-def _sum_over_ranks(counts: list[int], device: torch.device) -> list[int]:
-    """Each of ``counts`` summed over every rank (all ranks must call this)."""
-    if world_size() == 1:
-        return list(counts)
-    sums = torch.tensor(counts, dtype=torch.int64, device=device)
-    dist.all_reduce(sums)
-    return [int(v) for v in sums.tolist()]
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, float]:
