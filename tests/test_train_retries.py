@@ -21,27 +21,32 @@ def store(tmp_path_factory) -> str:
     from hvt.ingest import ShardConfig, make_synthetic_dataset, shard_dataset
 
     root = tmp_path_factory.mktemp("retries")
-    made = make_synthetic_dataset(str(root / "videos"), classes=2, per_class=3, seed=3, frames=8, size=(48, 48))
+    made = make_synthetic_dataset(str(root / "videos"), classes=3, per_class=6, seed=3, frames=16, size=(64, 64))
     shard_dataset(ShardConfig(annotations=made.annotations_csv, videos=made.videos_dir, store=str(root / "store"),
                               name="synth"))
     return str(root / "store")
 
 
-@pytest.fixture
-def local_ray():
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A local Ray whose workers inherit $HVT_TEST_ATTEMPTS_DIR (set before it starts)."""
     import ray
 
     from hvt.train.ray_env import ensure_ray
 
+    os.environ["HVT_TEST_ATTEMPTS_DIR"] = str(tmp_path_factory.mktemp("attempts"))
     ensure_ray(None)
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(train_fault_loops)  # the workers cannot import a test module
     yield
     ray.shutdown()
+    os.environ.pop("HVT_TEST_ATTEMPTS_DIR", None)
 
 
-def _run(store: str, loop, attempts: Path, monkeypatch, run_name: str):
+def _run(store: str, loop, monkeypatch, run_name: str):
     from hvt.train import trainer
 
-    monkeypatch.setenv("HVT_TEST_ATTEMPTS", str(attempts))
     monkeypatch.setattr(trainer, "train_loop_per_worker", loop)
     cfg = TrainConfig(store=store, dataset_name="synth", run_name=run_name, model=ModelSpec(name="haltingvt-nano-g05-b10"),
                       data=DataConfig(num_frames=4, frame_interval=1, train_short_side=(32, 32), test_short_side=32,
@@ -55,13 +60,13 @@ def _attempts(path: Path) -> int:
 
 
 @pytest.mark.timeout(300)
-def test_a_data_error_in_a_worker_fails_once_with_one_line(store, local_ray, tmp_path, monkeypatch, caplog):
+def test_a_data_error_in_a_worker_fails_once_with_one_line(store, local_ray, monkeypatch, caplog):
     from hvt.train.trainer import TrainingError
 
-    attempts = tmp_path / "attempts"
+    attempts = Path(train_fault_loops.attempts_file("missing"))
     with pytest.raises(TrainingError) as caught:
-        _run(store, train_fault_loops.missing_file_loop, attempts, monkeypatch, "missing")
-    assert _attempts(attempts) == 1, attempts.read_text()  # max_failures=2 would have made it 3
+        _run(store, train_fault_loops.missing_file_loop, monkeypatch, "missing")
+    assert _attempts(attempts) == 1, caught.value  # max_failures=2 would have made it 3
     message = str(caught.value)
     assert "\n" not in message
     assert "not retried: rank" in message and "FileNotFoundError" in message and "/nowhere/pretrained.pt" in message
@@ -69,9 +74,9 @@ def test_a_data_error_in_a_worker_fails_once_with_one_line(store, local_ray, tmp
 
 
 @pytest.mark.timeout(300)
-def test_a_lost_worker_is_retried_and_the_run_finishes(store, local_ray, tmp_path, monkeypatch, caplog):
-    attempts = tmp_path / "attempts"
-    result = _run(store, train_fault_loops.dies_once_loop, attempts, monkeypatch, "dies-once")
+def test_a_lost_worker_is_retried_and_the_run_finishes(store, local_ray, monkeypatch, caplog):
+    attempts = Path(train_fault_loops.attempts_file("dies-once"))
+    result = _run(store, train_fault_loops.dies_once_loop, monkeypatch, "dies-once")
     assert _attempts(attempts) == 2, attempts.read_text()
     assert os.path.exists(str(attempts) + ".died")
     assert "a worker or node was lost" in caplog.text and "retry 1 of 2" in caplog.text

@@ -1,6 +1,7 @@
-"""Training-loop stand-ins for tests/test_train_retries.py, importable by Ray Train workers (tests/ is on the
-driver's sys.path, which Ray hands to its workers). Each worker appends ``rank <r>`` to the file named in
-``$HVT_TEST_ATTEMPTS`` when it starts, so the test counts attempts (rank 0's lines) from outside."""
+"""Training-loop stand-ins for tests/test_train_retries.py, shipped to Ray Train workers by value (the test
+registers this module with cloudpickle). Each worker appends ``rank <r>`` to the file named after the
+run in the folder ``$HVT_TEST_ATTEMPTS_DIR`` (set before Ray starts, so workers inherit it) when it starts, so the
+test counts attempts (rank 0's lines) from outside."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from typing import Any
 import ray.train
 
 
+def attempts_file(run_name: str) -> str:
+    return os.path.join(os.environ["HVT_TEST_ATTEMPTS_DIR"], run_name)
+
+
 def _record_start() -> int:
-    rank = ray.train.get_context().get_world_rank()
-    with open(os.environ["HVT_TEST_ATTEMPTS"], "a") as handle:
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    with open(attempts_file(context.get_experiment_name()), "a") as handle:
         handle.write(f"rank {rank}\n")
     return rank
 
@@ -28,7 +34,7 @@ def missing_file_loop(loop_config: dict[str, Any]) -> None:
 def dies_once_loop(loop_config: dict[str, Any]) -> None:
     """Rank 1's process is killed in the first attempt (a lost worker); the next attempt reports a checkpoint."""
     rank = _record_start()
-    died = os.environ["HVT_TEST_ATTEMPTS"] + ".died"
+    died = attempts_file(ray.train.get_context().get_experiment_name()) + ".died"
     if rank == 1 and not os.path.exists(died):
         open(died, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
