@@ -36,6 +36,7 @@ from hvt.train.midepoch import (
     MidEpochCheckpoints,
     gather_per_rank,
     resume_progress,
+    wait_until_committed,
 )
 from hvt.train.schedule import build_scheduler
 from hvt.train.state import capture_rng, load_train_state, restore_rng, save_train_state, unwrap
@@ -236,6 +237,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("epoch %d step %d: mid-epoch checkpoint (step %d)", epoch, progress.optimizer_steps, step)
         report(metrics, step, rng_states, epoch_progress=progress_per_rank)
+        if rank == 0:  # the others wait for rank 0 at the next step's gradient all-reduce
+            wait_until_committed(step)
 
     every = cfg.runtime.checkpoint_every_steps
     batches: Any = []

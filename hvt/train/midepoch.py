@@ -106,6 +106,28 @@ def skip_batches(batches: Iterable[Any], count: int) -> Iterator[Any]:
 _END = object()
 
 
+def wait_until_committed(step: int, timeout_s: float = 30.0) -> None:
+    """Block until Ray Train has committed the checkpoint just reported (the one of global step ``step``).
+
+    A report waits in the worker's one-slot queue until the controller polls it (every few seconds), and the
+    worker trains on meanwhile; a worker lost then takes the queued checkpoint with it, so a restart would go
+    back to the one before: up to 2 N steps lost (measured: a SIGTERM at step 8 resumed from 8 after the
+    worker had reached 12 with N = 2). Waiting here (a few seconds per mid-epoch checkpoint) keeps the promise
+    of at most N. The wait is bounded because it can never end when another worker is going away: a worker
+    that received SIGTERM answers no more polls, so its share of the report is never collected; training then
+    goes on after ``timeout_s``, with a warning, until Ray Train restarts the group.
+    """
+    import ray.train
+
+    get_reported = getattr(ray.train, "get_all_reported_checkpoints", None)
+    if get_reported is None:  # a Ray Train without the call: no way to wait
+        return
+    reported = get_reported(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=timeout_s)
+    if not any(r.metrics.get("step") == step for r in reported):
+        log.warning("the checkpoint of step %d was not committed within %.0f s: a failure now may lose more than "
+                    "runtime.checkpoint_every_steps steps", step, timeout_s)
+
+
 def gather_per_rank(value: Any) -> list[Any]:
     """``value`` of every rank, in rank order (all ranks must call this)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
