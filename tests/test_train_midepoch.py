@@ -160,6 +160,22 @@ def test_skipping_more_batches_than_the_epoch_has_is_an_error():
         list(skip_batches(range(5), 6))
 
 
+def test_training_split_skips_the_batches_a_resumed_epoch_consumed(monkeypatch):
+    """``TrainSplits.batches(epoch, skip=k)`` (the first epoch of a resumed attempt) yields the epoch's batches
+    from the (k+1)-th on; the next epoch is whole again."""
+    from hvt.train import worker_data
+
+    class FakeSplit:
+        def iter_torch_batches(self, **kwargs):
+            return iter(range(7))
+
+    cfg = TrainConfig(store="/tmp/unused", dataset_name="d", optim=OptimConfig(epochs=3))
+    splits = worker_data.TrainSplits({"dataset_path": "/tmp/unused"}, cfg, torch.device("cpu"), first_epoch=1)
+    monkeypatch.setattr(splits, "_split", lambda first_epoch, workers: [FakeSplit()])
+    assert list(splits.batches(1, skip=4)) == [4, 5, 6]
+    assert list(splits.batches(2)) == list(range(7))
+
+
 def test_checkpoint_every_flag_builds_the_config_and_leaves_the_run_name(tmp_path):
     import argparse
 
