@@ -171,6 +171,14 @@ class RuntimeSpec(BaseModel):
             "0 or a larger share: decoded every epoch"
         ),
     )
+    checkpoint_every_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "also checkpoint every N optimiser steps inside an epoch (global steps that are multiples of N), so "
+            "a lost worker or spot node costs at most N steps; None: a checkpoint at each epoch's end only"
+        ),
+    )
 
 
 class TrainConfig(BaseModel):

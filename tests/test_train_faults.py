@@ -1,5 +1,7 @@
 """Faults: a killed Ray Train worker or a killed driver resumes from the last checkpoint and reproduces, epoch for
-epoch, the metrics of an unbroken run of the same command; a tampered registry checkpoint is refused by the CLI.
+epoch, the metrics of an unbroken run of the same command; with mid-epoch checkpoints (``--checkpoint-every``) a
+worker killed between two of them, or stopped by SIGTERM (a spot notice), resumes at the checkpoint's step and
+reproduces them too; a tampered registry checkpoint is refused by the CLI.
 
 Reproducibility bound: exact. Every epoch's train loss / CE / ponder / motion / GFLOPs, val top-1 / top-5 and
 counts of a killed-and-resumed run equal the unbroken run's bit for bit, and so do the epochs before the kill
@@ -23,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,14 +100,17 @@ def dataset_store(tmp_path_factory) -> tuple[str, str, dict[str, int]]:
     return store, result.version, good
 
 
-def _prepare_run(tmp_path: Path, dataset_store: tuple[str, str], name: str) -> tuple[list[str], Path]:
-    """`hvt train` command line for a fresh store (the dataset copied in) and the run folder it will use."""
+def _prepare_run(tmp_path: Path, dataset_store: tuple[str, str], name: str,
+                 configure: Callable[[TrainConfig], TrainConfig] | None = None) -> tuple[list[str], Path]:
+    """`hvt train` command line for a fresh store (the dataset copied in) and the run folder it will use;
+    ``configure`` changes the tiny config first."""
     import shutil
 
     source, version, _ = dataset_store
     store = tmp_path / "store"
     shutil.copytree(source, store)
-    cfg = _tiny_config(str(store)).model_copy(update={"run_name": name})
+    cfg = _tiny_config(str(store))
+    cfg = (configure(cfg) if configure else cfg).model_copy(update={"run_name": name})
     config_path = tmp_path / "train.json"
     config_path.write_text(cfg.model_dump_json())
     command = [sys.executable, "-m", "hvt.cli", "train", "--config", str(config_path), "--no-register", "--json"]
@@ -199,18 +205,19 @@ TIMING_METRICS = {"train_clips_per_s", "train_data_wait_share", "train_tflops_pe
 
 
 def _epoch_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
-    """Every committed checkpoint's reported metrics, by epoch, without the timing figures."""
+    """Every committed end-of-epoch checkpoint's reported metrics, by epoch, without the timing figures."""
     out = {}
     for name in _registered_checkpoints(run_dir):
         state = torch.load(run_dir / name / "train_state.pt", map_location="cpu", weights_only=True)
-        out[int(state["epoch"])] = {k: v for k, v in state["metrics"].items() if k not in TIMING_METRICS}
+        if not state.get("epoch_progress"):  # mid-epoch checkpoints report no epoch figures
+            out[int(state["epoch"])] = {k: v for k, v in state["metrics"].items() if k not in TIMING_METRICS}
     return out
 
 
-def _assert_reproduces(run_dir: Path, unbroken: dict[int, dict[str, float]]) -> None:
+def _assert_reproduces(run_dir: Path, unbroken: dict[int, dict[str, float]], epochs: int = EPOCHS) -> None:
     got = _epoch_metrics(run_dir)
-    assert sorted(got) == sorted(unbroken) == list(range(EPOCHS))
-    for epoch in range(EPOCHS):
+    assert sorted(got) == sorted(unbroken) == list(range(epochs))
+    for epoch in range(epochs):
         diff = {k: (got[epoch].get(k), v) for k, v in unbroken[epoch].items() if got[epoch].get(k) != v}
         assert not diff, f"epoch {epoch} differs from the unbroken run (got, unbroken): {diff}"
 
@@ -322,7 +329,206 @@ def test_killed_driver_rerun_resumes_instead_of_restarting(tmp_path, dataset_sto
     _assert_reproduces(run_dir, unbroken)
 
 
-# ------------------------------------------------------------------ (c) a tampered registry checkpoint
+# ------------------------------------------------------------------ (c) mid-epoch checkpoints
+# Batches of one clip make 7 optimiser steps per epoch on each of the 2 workers (14 training samples); with a
+# checkpoint every MID_EVERY = 2 steps, epoch 1 (global steps 8-14) checkpoints at steps 8, 10 and 12, then at
+# its end. The reference is the same run without mid-epoch checkpoints (`--checkpoint-every` is not part of
+# what a run computes, nor of its name).
+
+MID_EPOCHS, MID_EVERY = 2, 2
+
+
+def _midepoch_config(every: int | None) -> Callable[[TrainConfig], TrainConfig]:
+    def configure(cfg: TrainConfig) -> TrainConfig:
+        return cfg.model_copy(update={
+            "optim": cfg.optim.model_copy(update={"epochs": MID_EPOCHS, "batch_size": 1}),
+            "runtime": cfg.runtime.model_copy(update={"checkpoint_every_steps": every, "log_every_steps": 1}),
+        })
+
+    return configure
+
+
+def _committed_states(run_dir: Path) -> list[dict]:
+    """Every committed checkpoint as (name, epoch, step, attempt_start_step, mid), oldest step first. Ray deletes
+    surplus mid-epoch checkpoints as new ones come: one that vanishes while being read is left out."""
+    states = []
+    for name in _registered_checkpoints(run_dir):
+        try:
+            state = torch.load(run_dir / name / "train_state.pt", map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError):
+            continue
+        states.append({"name": name, "epoch": int(state["epoch"]), "step": int(state["step"]),
+                       "attempt_start_step": int(state["attempt_start_step"]),
+                       "mid": bool(state.get("epoch_progress"))})
+    return sorted(states, key=lambda s: (s["attempt_start_step"], s["step"]))
+
+
+def _train_workers(proc: subprocess.Popen) -> list[int]:
+    return [pid for pid in _descendants(proc.pid) if "RayTrainWorker" in _cmdline(pid)]
+
+
+def _settled_snapshot(run_dir: Path, quiet: float = 1.5, timeout: float = 30.0) -> None:
+    """Wait until the checkpoint manager's snapshot has not changed for ``quiet`` seconds (a report the controller
+    was registering when the workers froze is then in it)."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        text = snapshot.read_text() if snapshot.exists() else ""
+        if text != last:
+            last, since = text, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the checkpoint snapshot of {run_dir} kept changing for {timeout:.0f}s")
+
+
+def _wait_for_mid_checkpoint(run_dir: Path, proc: subprocess.Popen, log: Path, epoch: int, after_step: int,
+                             timeout: float) -> dict:
+    """The first committed mid-epoch checkpoint of ``epoch`` past global step ``after_step``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _committed_states(run_dir)
+        found = [s for s in states if s["mid"] and s["epoch"] == epoch and s["step"] > after_step]
+        if found:
+            return found[0]
+        if any(not s["mid"] and s["epoch"] >= epoch for s in states):
+            pytest.fail(f"epoch {epoch} ended before a mid-epoch checkpoint past step {after_step}: {states}")
+        if proc.poll() is not None:
+            pytest.fail(f"training exited (rc {proc.returncode}) before a mid-epoch checkpoint:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no mid-epoch checkpoint of epoch {epoch} in {run_dir} after {timeout:.0f}s:\n{_tail(log)}")
+        time.sleep(0.2)
+
+
+def _freeze_between_mid_checkpoints(run_dir: Path, proc: subprocess.Popen, log: Path, epoch: int,
+                                    timeout: float) -> tuple[list[int], dict]:
+    """Stop (SIGSTOP) every training worker at a moment when the newest committed checkpoint is a mid-epoch one
+    of ``epoch``: the workers are then between two mid-epoch checkpoints. Returns (the stopped workers, that
+    checkpoint). The caller kills one and continues the others."""
+    after = -1
+    while True:
+        seen = _wait_for_mid_checkpoint(run_dir, proc, log, epoch, after, timeout)
+        workers = _train_workers(proc)
+        assert workers, f"no RayTrainWorker process under the driver:\n{_tail(log)}"
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        _settled_snapshot(run_dir)
+        newest = _committed_states(run_dir)[-1]
+        if newest["mid"]:
+            return workers, newest
+        # the epoch's end got committed first: nothing left to test in this epoch, so this run cannot tell
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        after = seen["step"]
+
+
+def _resumed_attempt(run_dir: Path) -> dict:
+    """The committed end-of-epoch checkpoint of the attempt that started last (after the fault)."""
+    resumed = [s for s in _committed_states(run_dir) if s["attempt_start_step"] > 0 and not s["mid"]]
+    assert resumed, f"no checkpoint came from a resumed attempt: {_committed_states(run_dir)}"
+    return resumed[-1]
+
+
+@pytest.fixture(scope="module")
+def unbroken_mid(tmp_path_factory, dataset_store) -> dict[int, dict[str, float]]:
+    """Per-epoch metrics of the mid-epoch tests' run, unbroken and checkpointed only at epoch ends."""
+    tmp_path = tmp_path_factory.mktemp("unbroken-mid")
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "unbroken-mid", _midepoch_config(None))
+    log = tmp_path / "train.log"
+    _finish(_start(command, log), log, timeout=420)
+    metrics = _epoch_metrics(run_dir)
+    assert sorted(metrics) == list(range(MID_EPOCHS)), _tail(log)
+    assert not any(s["mid"] for s in _committed_states(run_dir))
+    return metrics
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_worker_killed_between_mid_epoch_checkpoints_resumes_at_the_step(tmp_path, dataset_store, unbroken_mid):
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-kill", _midepoch_config(MID_EVERY))
+    log = tmp_path / "train.log"
+    steps_per_epoch = int(unbroken_mid[0]["step"])
+    proc = _start(command, log)
+    workers: list[int] = []
+    try:
+        workers, newest = _freeze_between_mid_checkpoints(run_dir, proc, log, epoch=1, timeout=300)
+        os.kill(workers[0], signal.SIGKILL)
+        for pid in workers[1:]:
+            os.kill(pid, signal.SIGCONT)
+        _finish(proc, log, timeout=300)
+    finally:
+        for pid in workers[1:]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    assert newest["step"] % MID_EVERY == 0 and newest["step"] % steps_per_epoch != 0, newest
+    resumed = _resumed_attempt(run_dir)
+    # it resumed at the step of the newest checkpoint: inside epoch 1, not at its start (the epoch-0 checkpoint,
+    # the best by val top-1, was not taken either)
+    assert resumed["attempt_start_step"] == newest["step"], (newest, resumed)
+    print(f"killed after the checkpoint of step {newest['step']}, resumed at step {resumed['attempt_start_step']}")
+    into = newest["step"] - steps_per_epoch
+    assert f"resumed from epoch 1, {into} steps into it (step {newest['step']})" in log.read_text(errors="replace")
+    _assert_reproduces(run_dir, unbroken_mid, epochs=MID_EPOCHS)
+
+
+_STEP_LINE = re.compile(r"RayTrainWorker pid=(\d+)\D.*?epoch (\d+) step (\d+):")
+
+
+def _settled_log(log: Path, quiet: float = 3.0, timeout: float = 30.0) -> str:
+    """The driver's log once it has not grown for ``quiet`` seconds (frozen workers' last lines have arrived)."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = log.stat().st_size
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return log.read_text(errors="replace")
+        time.sleep(0.2)
+    pytest.fail(f"the log {log} kept growing for {timeout:.0f}s with the workers stopped")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_worker_stopped_by_sigterm_loses_at_most_n_steps(tmp_path, dataset_store, unbroken_mid):
+    """A spot notice: SIGTERM to a training worker mid-epoch. The run resumes from a step at most MID_EVERY
+    optimiser steps behind the step the workers had reached when the signal came (rank 0 logs every step; the
+    workers are stopped for the moment of the signal so that this step can be read off the log)."""
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-sigterm", _midepoch_config(MID_EVERY))
+    log = tmp_path / "train.log"
+    steps_per_epoch = int(unbroken_mid[0]["step"])
+    proc = _start(command, log)
+    workers: list[int] = []
+    try:
+        _wait_for_mid_checkpoint(run_dir, proc, log, epoch=1, after_step=-1, timeout=300)
+        workers = _train_workers(proc)
+        assert workers, f"no RayTrainWorker process under the driver:\n{_tail(log)}"
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        reached = [int(epoch) * steps_per_epoch + int(step)
+                   for pid, epoch, step in _STEP_LINE.findall(_settled_log(log)) if int(pid) in workers]
+        os.kill(workers[0], signal.SIGTERM)  # delivered when it continues
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        _finish(proc, log, timeout=300)
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    assert reached, f"the signalled attempt logged no step:\n{_tail(log)}"
+    signalled_at, resumed_at = max(reached), _resumed_attempt(run_dir)["attempt_start_step"]
+    print(f"SIGTERM at global step {signalled_at}, resumed at step {resumed_at} (every {MID_EVERY})")
+    assert 0 <= signalled_at - resumed_at <= MID_EVERY, (signalled_at, resumed_at)
+    assert resumed_at > steps_per_epoch  # from a mid-epoch checkpoint of epoch 1, not the epoch-0 one
+    _assert_reproduces(run_dir, unbroken_mid, epochs=MID_EPOCHS)
+
+
+# ------------------------------------------------------------------ (d) a tampered registry checkpoint
 
 
 @pytest.fixture

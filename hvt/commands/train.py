@@ -59,6 +59,10 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak bf16 TFLOP/s for MFU (default: known GPUs by name; none on CPU)")
     parser.add_argument("--log-every", type=int, default=None, help="optimiser steps between throughput/MFU lines")
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                        help="also checkpoint every N optimiser steps inside an epoch, so a lost worker or spot node "
+                             "costs at most N steps; the run resumes at that step (default: only at each epoch's "
+                             "end)")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -119,6 +123,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         ("augment_on", "data", "augment_on"),
         ("peak_tflops", "runtime", "peak_tflops"),
         ("log_every", "runtime", "log_every_steps"),
+        ("checkpoint_every", "runtime", "checkpoint_every_steps"),
     ):
         value = getattr(args, flag)
         if value is not None:

@@ -3,9 +3,12 @@
 Loss = cross-entropy on real and static clips (the static fake keeps the class label)
      + the model's ponder loss + cross-entropy of the 2-way motion head (real = 1, static = 0).
 Every epoch: validate on this worker's share of the val split (torchmetrics syncs across workers), then report
-metrics and, from rank 0, a checkpoint. On start, resume from ``ray.train.get_checkpoint()`` when there is one;
-``attempt_start_epoch`` in the metrics and the checkpoint says where the current attempt began (0 = fresh start),
-which is how a restart after a crash can be told from a run that started over.
+metrics and, from rank 0, a checkpoint; with ``runtime.checkpoint_every_steps`` also every N optimiser steps
+inside the epoch (``hvt.train.midepoch``). On start, resume from ``ray.train.get_checkpoint()`` (the newest
+checkpoint) when there is one: after its epoch, or inside it at its step for a mid-epoch checkpoint.
+``attempt_start_epoch`` in the metrics and the checkpoint, and ``attempt_start_step`` in the checkpoint, say where
+the current attempt began (0 = fresh start), which is how a restart after a crash can be told from a run that
+started over.
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ from hvt.evaluation.evaluate import evaluate_batches
 from hvt.evaluation.evaluator import Evaluator
 from hvt.evaluation.metrics import ClipMetrics
 from hvt.model import create_model, load_pretrained
+from hvt.train.midepoch import (
+    MID_EPOCH_SCORE,
+    EpochProgress,
+    MidEpochCheckpoints,
+    gather_per_rank,
+    resume_progress,
+    wait_until_committed,
+)
 from hvt.train.schedule import build_scheduler
 from hvt.train.state import capture_rng, load_train_state, restore_rng, save_train_state, unwrap
 from hvt.train.step import (
@@ -153,7 +164,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model.to(device)
     optimizer, scheduler = make_optimization(model, cfg, steps_per_epoch)
     start_epoch, global_step, best_top1 = 0, 0, -1.0
-    saved_rng = None
+    saved_rng, resume = None, None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_train_state(directory)
@@ -161,9 +172,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, global_step = int(state["epoch"]) + 1, int(state["step"])
+        if state.get("epoch_progress"):  # a mid-epoch checkpoint: resume inside its epoch, at its step
+            resume = resume_progress(state["epoch_progress"], rank, workers)
+            start_epoch, global_step = int(state["epoch"]), global_step - resume.optimizer_steps
         best_top1 = float(state.get("best_val_top1", -1.0))
         saved_rng = state.get("rng_per_rank", state["rng"])
-        log.info("rank %d resumed from epoch %d (step %d)", rank, start_epoch, global_step)
+        log.info("rank %d resumed from epoch %d, %d steps into it (step %d)", rank, start_epoch,
+                 resume.optimizer_steps if resume else 0, int(state["step"]))
     if cfg.runtime.compile:
         model = compile_model(model)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs(unwrap(model), cfg))
@@ -175,15 +190,60 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_splits = TrainSplits(loop_config, cfg, device, first_epoch=start_epoch)
     with_static = bool(cfg.data.static_clips)
     attempt_start_epoch = start_epoch
+    attempt_start_step = global_step + (resume.optimizer_steps if resume else 0)
 
     def log_interval(figures: dict[str, float]) -> None:
         if rank == 0:
             log.info("epoch %d step %d: %s", epoch, int(figures.pop("step")),
                      ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
 
-    batches: Any = train_splits.batches(start_epoch) if start_epoch < cfg.optim.epochs else []
+    def report(metrics: dict[str, Any], step: int, rng_states: list[Any], **extra: Any) -> None:
+        """Report ``metrics``; rank 0 with a checkpoint of the current state (all ranks must call this)."""
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_train_state(directory, {
+                "model": unwrap(model).state_dict(),
+                "model_config": model_config,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "best_val_top1": best_top1,
+                "attempt_start_epoch": attempt_start_epoch,
+                "attempt_start_step": attempt_start_step,
+                "rng": rng_states[0],
+                "rng_per_rank": rng_states,
+                "metrics": _plain(metrics),
+                "train_config": cfg.model_dump(mode="json"),
+                "num_classes": num_classes,
+                "manifest_sha256": manifest_sha256,
+                **extra,
+            })
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    def save_mid_epoch(progress: EpochProgress) -> None:
+        # every rank's RNG and progress: a resumed rank continues exactly where it stood
+        rng_states, progress_per_rank = _gather_rng(), gather_per_rank(progress.to_state())
+        step = global_step + progress.optimizer_steps
+        metrics = {"epoch": epoch, "attempt_start_epoch": attempt_start_epoch, "step": step,
+                   "epoch_step": progress.optimizer_steps, "mid_epoch": 1, "val_top1": MID_EPOCH_SCORE}
+        if rank == 0:
+            log.info("epoch %d step %d: mid-epoch checkpoint (step %d)", epoch, progress.optimizer_steps, step)
+        report(metrics, step, rng_states, epoch_progress=progress_per_rank)
+        if rank == 0:  # the others wait for rank 0 at the next step's gradient all-reduce
+            wait_until_committed(step)
+
+    every = cfg.runtime.checkpoint_every_steps
+    batches: Any = []
+    if start_epoch < cfg.optim.epochs:
+        batches = train_splits.batches(start_epoch, skip=resume.micro_batches if resume else 0)
     for epoch in range(start_epoch, cfg.optim.epochs):
-        stats = train_one_epoch(model, batches, optimizer, scheduler, cfg, device, with_static, log_interval)
+        mid_epoch = MidEpochCheckpoints(every, global_step, save_mid_epoch) if every else None
+        stats = train_one_epoch(model, batches, optimizer, scheduler, cfg, device, with_static, log_interval,
+                                resume=resume, checkpoints=mid_epoch)
+        resume = None
         if epoch + 1 < cfg.optim.epochs:  # the next epoch decodes while this one validates and checkpoints
             batches = train_splits.batches(epoch + 1)
         global_step += stats.optimizer_steps
@@ -208,29 +268,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("%s", progress_line(metrics, cfg.optim.epochs))
             log.debug("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
-            with tempfile.TemporaryDirectory() as directory:
-                save_train_state(
-                    directory,
-                    {
-                        "model": unwrap(model).state_dict(),
-                        "model_config": model_config,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "epoch": epoch,
-                        "step": global_step,
-                        "best_val_top1": best_top1,
-                        "attempt_start_epoch": attempt_start_epoch,
-                        "rng": rng_states[0],
-                        "rng_per_rank": rng_states,
-                        "metrics": _plain(metrics),
-                        "train_config": cfg.model_dump(mode="json"),
-                        "num_classes": num_classes,
-                        "manifest_sha256": manifest_sha256,
-                    },
-                )
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-        else:
-            ray.train.report(metrics)
+        report(metrics, global_step, rng_states)
 
 
 def progress_line(metrics: dict[str, Any], epochs: int) -> str:

@@ -35,6 +35,7 @@ from hvt.data import normalize_clips
 from hvt.data.device_augment import DeviceAugment
 from hvt.evaluation.evaluator import autocast  # one precision rule for training and evaluation
 from hvt.model.mfu import PEAK_BF16_TFLOPS, peak_flops, training_flops
+from hvt.train.midepoch import EpochProgress, MidEpochCheckpoints
 
 __all__ = ["PEAK_BF16_TFLOPS", "EpochStats", "compute_loss", "peak_flops", "split_batch", "train_one_epoch",
            "training_flops"]
@@ -153,8 +154,10 @@ class _DeviceSums:
     """Running sums kept on the device: [loss, ce, ponder, motion] x clips, GFLOPs of real clips, clips,
     forward GMACs of all rows. ``read()`` is the one host sync."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, start: tuple[float, ...] | None = None) -> None:
         self.values = torch.zeros(7, dtype=torch.float64, device=device)
+        if start is not None:  # a resumed epoch: the sums at its checkpoint, bit for bit
+            self.values.copy_(torch.tensor(start, dtype=torch.float64))
 
     def add(self, losses: dict[str, torch.Tensor], gflops: torch.Tensor, n_real: int) -> None:
         real = gflops[:n_real].detach().to(torch.float64)
@@ -210,25 +213,36 @@ def train_one_epoch(
     device: torch.device,
     with_static: bool,
     on_interval: Callable[[dict[str, float]], None] | None = None,
+    *,
+    resume: EpochProgress | None = None,
+    checkpoints: MidEpochCheckpoints | None = None,
 ) -> EpochStats:
     """One epoch over ``batches`` with gradient accumulation: every ``grad_accum_steps`` micro-batches make one
     optimiser step (each micro-batch loss is divided by ``grad_accum_steps``, so equal-sized micro-batches give the
     gradient of their union); a partial accumulation left at the end is flushed as one more step. DDP models
     all-reduce only on the micro-batch that steps. Every ``cfg.runtime.log_every_steps`` optimiser steps,
     ``on_interval`` gets that interval's figures (``clips_per_s``, ``data_wait_share``, ``mfu`` when the peak is
-    known, mean ``loss``)."""
+    known, mean ``loss``).
+
+    ``resume``: the epoch's progress at a mid-epoch checkpoint; ``batches`` then starts after the micro-batches
+    it consumed, and the epoch's figures continue from its sums and counts. ``checkpoints``: when and how to save
+    this progress inside the epoch (``hvt.train.midepoch``)."""
     accum = cfg.optim.grad_accum_steps
     every = max(1, cfg.runtime.log_every_steps)
     stats = EpochStats(peak_flops=peak_flops(device, cfg.runtime.peak_tflops))
-    sums = _DeviceSums(device)
+    sums = _DeviceSums(device, resume.sums if resume else None)
     no_sync = getattr(model, "no_sync", None)
     micro = 0
+    before = EpochProgress(0, 0, (0.0,) * 7, 0)  # what earlier attempts did in this epoch
+    if resume is not None:
+        before, micro = resume, resume.micro_batches
+        stats.optimizer_steps, stats.failed = resume.optimizer_steps, resume.failed
     model.train()
     optimizer.zero_grad(set_to_none=True)
     started = time.perf_counter()
     augment = DeviceAugment(cfg.data) if cfg.data.augment_on == "device" else None
     feed = _Lookahead(batches)
-    interval = {"t": started, "wait": 0.0, "sums": [0.0] * 7, "steps": 0}
+    interval = {"t": started, "wait": 0.0, "sums": list(before.sums), "steps": 0}
     for batch, is_last in feed:
         x, y, motion_y, n_real, n_failed = split_batch(batch, device, with_static, augment)
         stats.failed += n_failed
@@ -254,14 +268,19 @@ def train_one_epoch(
             sums.add(losses, out.gflops, n_real)
         if steps_now and (stats.optimizer_steps % every == 0 or is_last) and on_interval is not None:
             _report_interval(sums.read(), feed.wait, interval, stats.optimizer_steps, stats.peak_flops, on_interval)
+        if steps_now and not is_last and checkpoints is not None and checkpoints.due(stats.optimizer_steps):
+            checkpoints.save(EpochProgress(
+                micro, stats.optimizer_steps, tuple(sums.read()), stats.failed,
+                before.seconds + time.perf_counter() - started, before.data_wait_seconds + feed.wait,
+            ))
     totals = sums.read()
     for i, name in enumerate(LOSS_NAMES):
         stats.sums[name] = totals[i]
     stats.sums["gflops"] = totals[4]
     stats.seen = int(round(totals[5]))
     stats.forward_gmacs = totals[6]
-    stats.seconds = time.perf_counter() - started
-    stats.data_wait_seconds = feed.wait
+    stats.seconds = before.seconds + time.perf_counter() - started
+    stats.data_wait_seconds = before.data_wait_seconds + feed.wait
     return stats
 
 

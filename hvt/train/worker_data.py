@@ -20,6 +20,7 @@ import torch.distributed as dist
 from hvt.config import TrainConfig
 from hvt.data import build_clip_dataset, train_columns
 from hvt.evaluation.evaluator import with_views
+from hvt.train.midepoch import skip_batches
 
 BATCH_COLUMNS = ("clip", "label", "decode_ok")  # validation rows (test transform, decode side); training: train_columns
 
@@ -131,22 +132,28 @@ class TrainSplits:
         dataset.context.execution_options.preserve_order = self.cfg.runtime.ordered_data
         return dataset.streaming_split(workers, equal=True)
 
-    def batches(self, epoch: int) -> Any:
+    def batches(self, epoch: int, skip: int = 0) -> Any:
         """This worker's share of epoch ``epoch`` of the training data, as CPU batches (pinned for CUDA), already
         being fetched (:class:`FetchAhead`). Every rank calls this once per epoch, in order from ``first_epoch``,
-        once the previous epoch's batches are all taken; another epoch raises ValueError."""
+        once the previous epoch's batches are all taken; another epoch raises ValueError.
+
+        ``skip``: leave out the first ``skip`` batches (an epoch resumed from a mid-epoch checkpoint, which had
+        consumed them). The epoch replays exactly (the same rows, in the same order, to the same rank), so what
+        follows is what the unbroken run saw after its checkpoint. The skipped rows are still read and decoded:
+        they are dropped here, on the rank."""
         cfg = self.cfg
         if "dataset_path" not in self.loop_config:  # driver-built dataset (older callers)
             shard = ray.train.get_dataset_shard("train")
-            return shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False)
+            return skip_batches(shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=False), skip)
         if epoch != self._next_epoch:
             raise ValueError(f"the training data yields epoch {self._next_epoch} next, not epoch {epoch}")
         self._next_epoch += 1
         if self._mine is None:
             self._mine = split_on_rank0(lambda workers: self._split(epoch, workers))
-        return FetchAhead(self._mine.iter_torch_batches(
+        batches = FetchAhead(self._mine.iter_torch_batches(
             batch_size=cfg.optim.batch_size, drop_last=False, device="cpu", pin_memory=self.device.type == "cuda"
         ))
+        return skip_batches(batches, skip) if skip else batches
 
 
 def val_iterator(loop_config: dict[str, Any], cfg: TrainConfig) -> Any:
