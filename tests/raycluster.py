@@ -90,9 +90,10 @@ class RayCluster:
             time.sleep(0.5)
 
     def add_node(self, cpus: float, resources: dict[str, float], hidden: list[Path] = (), *,
-                 timeout: float = 240.0) -> Node:
+                 env: dict[str, str] | None = None, timeout: float = 240.0) -> Node:
         """Start a worker node with ``cpus`` logical CPUs and custom ``resources`` and wait until it has joined;
-        ``hidden`` folders look empty to it (and to every process it starts). On a loaded machine ``ray start``
+        ``hidden`` folders look empty to it (and to every process it starts); ``env`` is added to the environment
+        of the node and so of every worker process it starts. On a loaded machine ``ray start``
         gives up after 30 s when its raylet registers late ("timed out during startup"): that start is retried."""
         args = [str(BIN / "ray"), "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus}", f"--resources={json.dumps(resources)}",
@@ -106,7 +107,7 @@ class RayCluster:
         attempt = 0
         while True:
             known = {n.node_id for n in self.nodes if n.node_id}
-            node = self._start(args, self.tmp / f"node{len(self.nodes)}-{attempt}.log", wanted)
+            node = self._start(args, self.tmp / f"node{len(self.nodes)}-{attempt}.log", wanted, env)
             while time.monotonic() < deadline and node.proc.poll() is None:
                 joined = [e for e in self._alive() if e.node_id not in known and _resources(e) == wanted]
                 if joined:
@@ -119,9 +120,11 @@ class RayCluster:
             if time.monotonic() >= deadline or attempt == 4:
                 pytest.fail(f"a Ray node with {wanted} did not join within {timeout:.0f}s:\n{self.tail(node)}")
 
-    def _start(self, args: list[str], log: Path, resources: dict[str, float]) -> Node:
+    def _start(self, args: list[str], log: Path, resources: dict[str, float],
+               env: dict[str, str] | None = None) -> Node:
         with open(log, "wb") as out:
-            proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(args, env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         node = Node(proc, log, resources)
         self.nodes.append(node)
         return node

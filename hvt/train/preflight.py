@@ -126,14 +126,20 @@ def run_preflight(cfg: TrainConfig, dataset: DatasetRef, decode_resource: str | 
         for n in nodes
     }
     done, not_done = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+    gone: list[NodeRole] = []
     for ref in done:
         node = pending[ref]
         try:
             problem = ray.get(ref)
         except Exception as err:  # noqa: BLE001 - the node died or could not run Python with hvt
+            if not _alive(node.node_id):  # it left the cluster (Ray lists a dead node for a while): not a user error
+                gone.append(node)
+                continue
             problem = f"could not run the probe ({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})"
         if problem:
             raise PreflightError(f"pre-flight: node {node.label} {problem}: {_WHAT_TO_DO}")
+    for node in gone:
+        log.warning("pre-flight: node %s left the cluster while it was probed; skipped", node.label)
     if not_done:
         for ref in not_done:
             ray.cancel(ref, force=True)
@@ -142,6 +148,13 @@ def run_preflight(cfg: TrainConfig, dataset: DatasetRef, decode_resource: str | 
             f"pre-flight: node {node.label} did not answer within {timeout_s:.0f} s: check that it is healthy "
             "(`ray status`) and can start Python tasks"
         )
-    log.info("pre-flight: %d node(s) read the dataset and wrote under runs/ in %.1f s", len(nodes),
+    probed = [n for n in nodes if n not in gone]
+    log.info("pre-flight: %d node(s) read the dataset and wrote under runs/ in %.1f s", len(probed),
              time.monotonic() - started)
-    return nodes
+    return probed
+
+
+def _alive(node_id: str) -> bool:
+    import ray
+
+    return any(n.get("NodeID") == node_id and n.get("Alive") for n in ray.nodes())

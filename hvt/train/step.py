@@ -35,6 +35,7 @@ from hvt.data import normalize_clips
 from hvt.data.device_augment import DeviceAugment
 from hvt.evaluation.evaluator import autocast  # one precision rule for training and evaluation
 from hvt.model.mfu import PEAK_BF16_TFLOPS, peak_flops, training_flops
+from hvt.store_faults import fault_point
 from hvt.train.midepoch import EpochProgress, MidEpochCheckpoints
 
 __all__ = ["PEAK_BF16_TFLOPS", "EpochStats", "compute_loss", "peak_flops", "split_batch", "train_one_epoch",
@@ -264,6 +265,7 @@ def train_one_epoch(
         if steps_now:
             _optimizer_step(model, optimizer, scheduler, cfg)
             stats.optimizer_steps += 1
+            fault_point("train:step")  # fault tests stop a worker here ($HVT_FAULT_PAUSE_AT=train:step#n)
         if n_real:
             sums.add(losses, out.gflops, n_real)
         if steps_now and (stats.optimizer_steps % every == 0 or is_last) and on_interval is not None:
