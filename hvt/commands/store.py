@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from hvt.store_check import DEFAULT_GRACE_S, check_store
+    from hvt.maintenance.store_check import DEFAULT_GRACE_S, check_store
 
     report = check_store(args.store, repair=args.repair,
                          grace_s=DEFAULT_GRACE_S if args.grace is None else args.grace)
