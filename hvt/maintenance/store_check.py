@@ -277,6 +277,25 @@ class _Checker:
                 self.find("mismatch", url, f"alias {alias} points at {model} {target}, which does not verify; "
                           "promote a good version (`hvt registry promote --force`)")
 
+    def maintenance_leftovers(self) -> None:
+        """What gc and training leave only when killed: folders gc moved aside but did not finish removing, and
+        run leases whose driver died (a live lease is younger than the grace period, so --repair leaves it)."""
+        from hvt.maintenance.lease import LEASE_FOLDER
+        from hvt.maintenance.removal import TRASH_FOLDER
+
+        trash = storage.join(self.store, TRASH_FOLDER)
+        for info in self.listing(trash):
+            url = storage.join(trash, posixpath.basename(info["name"].rstrip("/")))
+            self.find("leftover", url, "folder `hvt store gc` moved aside to remove (gc was interrupted, or kept it "
+                      "because a writer re-created its name: see gc's output)", "removed", self.remove(url))
+        leases = storage.join(self.store, "runs", LEASE_FOLDER)
+        for info in self.listing(leases):
+            url = storage.join(leases, posixpath.basename(info["name"].rstrip("/")))
+            age = _age_s(self.fs, self._path(url))
+            if age is not None and age >= self.grace_s:
+                self.find("leftover", url, "lease of a training run that ended without releasing it", "removed",
+                          self.remove(url))
+
     def probes(self) -> None:
         if storage.is_local(self.store):
             return
@@ -295,6 +314,7 @@ def check_store(store: str, *, repair: bool = False, grace_s: float = DEFAULT_GR
     checker.fs.invalidate_cache()
     checker.datasets()
     checker.registry()
+    checker.maintenance_leftovers()
     checker.probes()
     return checker.report
 
