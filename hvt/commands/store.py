@@ -105,6 +105,7 @@ def run_gc(args: argparse.Namespace) -> int:
         print(f"  {verb:<12} {item.kind:<7} {item.path} ({_size(item.bytes)}, {item.files} files): {item.reason}")
     for item in report.kept:
         print(f"  {'kept':<12} {item.kind:<7} {item.path}: {item.reason}")
-    print(f"{verb} {len(report.removed)} folder(s), {report.bytes_freed} bytes ({_size(report.bytes_freed)}) "
-          f"{'would be ' if report.dry_run else ''}freed")
+    freed = f"{report.bytes_freed} bytes ({_size(report.bytes_freed)})"
+    print(f"would remove {len(report.removed)} folder(s), freeing {freed}" if report.dry_run
+          else f"removed {len(report.removed)} folder(s), freed {freed}")
     return 1 if interrupted else 0

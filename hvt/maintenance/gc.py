@@ -207,11 +207,13 @@ def collect_garbage(
         if outcome.removed:
             item.reason += f" ({outcome.note})" if outcome.note else ""
             report.removed.append(item)
-            log.info("gc: removed %s %s (%d bytes): %s", kind, snapshot.url, item.bytes, item.reason)
+            log.debug("gc: removed %s %s (%d bytes): %s", kind, snapshot.url, item.bytes, item.reason)
         else:
-            report.kept.append(GcItem(kind, snapshot.url, f"written to while gc ran: {outcome.note}", item.bytes,
-                                      item.files))
+            why = f"written to while gc ran: {outcome.note}" if outcome.contended else outcome.note
+            report.kept.append(GcItem(kind, snapshot.url, why, item.bytes, item.files))
             log.warning("gc: kept %s %s: %s", kind, snapshot.url, outcome.note)
+    log.info("gc of %s: %s %d folder(s), %d bytes; kept %d", store, "would remove" if dry_run else "removed",
+             len(report.removed), report.bytes_freed, len(report.kept))
     return report
 
 
@@ -253,9 +255,9 @@ def _plan_runs(
             reason = f"a registration is in progress at {pending} and its lineage cannot be read yet"
         else:
             registered = [v.label for v in versions if _names_run(v.strings, run)]
-            why = f"finished {age / 3600:.1f} h ago, older than the {report.keep_runs} newest runs, no alias on it"
+            why = f"last written {age / 3600:.1f} h ago, not among the {report.keep_runs} newest runs, no alias on it"
             if registered:
-                why += f"; registered as {', '.join(registered)}, which hold their own copy of the weights"
+                why += f"; registered as {', '.join(registered)} (the registry holds its own copy of the weights)"
             plan.append(("run", snapshot, why, (RAY_SNAPSHOT,)))
             continue
         report.kept.append(GcItem("run", snapshot.url, reason, snapshot.size, len(snapshot.files)))

@@ -80,6 +80,7 @@ def differs(before: FolderSnapshot, after: FolderSnapshot) -> str | None:
 class Outcome:
     removed: bool
     note: str = ""  # why it was kept after all, or what was left behind
+    contended: bool = True  # when kept: because a writer (or a lease) got to it while gc ran
 
 
 # Called with a folder's URL after gc has decided to remove it and before its last comparison with the snapshot;
@@ -106,13 +107,25 @@ def _remove_local(store: str, snapshot: FolderSnapshot, still_needed: Callable[[
     _, path = storage.get_fs(snapshot.url)
     trash_root = os.path.join(storage.get_fs(storage.resolve_store(store))[1], TRASH_FOLDER)
     os.makedirs(trash_root, exist_ok=True)
+    try:
+        return _move_check_delete(path, trash_root, snapshot, still_needed)
+    finally:
+        try:
+            os.rmdir(trash_root)  # leave no empty folder behind; one still holding something stays (reported)
+        except OSError:
+            pass
+
+
+def _move_check_delete(
+    path: str, trash_root: str, snapshot: FolderSnapshot, still_needed: Callable[[], str | None]
+) -> Outcome:
     trash = os.path.join(trash_root, f"{uuid.uuid4().hex[:8]}-{os.path.basename(path.rstrip('/'))}")
     try:
         os.rename(path, trash)  # same filesystem as the store: atomic
     except FileNotFoundError:
-        return Outcome(False, "already gone (removed by someone else)")
+        return Outcome(False, "already gone (removed by someone else)", contended=False)
     moved = snapshot_folder(trash)
-    # the move itself changes the folder's ctime, not its mtime; compare files, and the newest mtime
+    # a move keeps every modification time (only the ctime changes): compare files and the newest mtime
     reason = still_needed() or differs(snapshot, FolderSnapshot(snapshot.url, moved.files, moved.newest))
     if reason:
         if storage.rename_no_replace(trash, path):
