@@ -226,3 +226,20 @@ def test_cli_gc_prints_what_it_removed_and_rejects_bad_input_in_one_line(store):
     assert f"removed 2 folder(s), freed {freed} bytes" in done.stdout, done.stdout
     assert "pinned (--keep-dataset)" in done.stdout and (root / "datasets" / "syn" / d[0]).is_dir()
     assert not (root / "runs" / runs["old"]).exists() and (root / "runs" / runs["champ"]).is_dir()
+
+
+def test_an_ingest_in_progress_keeps_every_version_of_its_dataset(store):
+    """A version being written (no manifest yet) may read any earlier version as its incremental base."""
+    root, d, runs = store
+    (root / "datasets" / "syn" / "v-being-written").mkdir()
+    (root / "datasets" / "syn" / "v-being-written" / "train-000000.tar").write_bytes(b"partial")
+    report = collect_garbage(str(root), keep_runs=1, keep_dataset_versions=1)
+    assert (root / "datasets" / "syn" / d[0]).is_dir()
+    assert "an ingest of syn is in progress" in {Path(i.path).name: i.reason for i in report.kept}[d[0]]
+    assert sorted(Path(i.path).name for i in report.removed) == sorted([runs["old"], runs["reg"]])
+
+    # a committed version written to a moment ago (a re-run of the same `hvt shard`) is left alone as well
+    shutil.rmtree(root / "datasets" / "syn" / "v-being-written")
+    os.utime(root / "datasets" / "syn" / d[0] / "manifest.json")
+    again = collect_garbage(str(root), keep_runs=1, keep_dataset_versions=1)
+    assert again.removed == [] and "within the grace period" in {Path(i.path).name: i.reason for i in again.kept}[d[0]]

@@ -195,7 +195,7 @@ def collect_garbage(
     leases = live_leases(store, lease_ttl_s)
 
     runs, running = _plan_runs(store, report, versions, leases, pending, grace_s, lease_ttl_s)
-    datasets = _plan_datasets(store, report, versions, pins, running, leases, pending)
+    datasets = _plan_datasets(store, report, versions, pins, running, leases, pending, grace_s)
     for kind, snapshot, reason, first in runs + datasets:
         item = GcItem(kind, snapshot.url, reason, snapshot.size, len(snapshot.files))
         if dry_run:
@@ -266,7 +266,7 @@ def _plan_runs(
 
 def _plan_datasets(
     store: str, report: GcReport, versions: list[_Version], pins: list[tuple[str, str]], running: list[str],
-    leases: dict[str, dict[str, Any]], pending: str | None,
+    leases: dict[str, dict[str, Any]], pending: str | None, grace_s: float,
 ) -> Plan:
     """Which committed dataset versions may go."""
     plan: Plan = []
@@ -279,7 +279,16 @@ def _plan_datasets(
     for name, found in committed.items():
         kept: dict[str, str] = {}
         shas: dict[str, str] = {}
+        snapshots = {v.version: snapshot_folder(v.path) for v in found}
+        ingesting = _ingest_in_progress(storage.join(root, name), {v.version for v in found}, grace_s)
         for rank, v in enumerate(reversed(found)):  # newest first
+            age = _age(snapshots[v.version])
+            if age is None or age < grace_s:
+                kept[v.version] = f"written {age or 0:.0f}s ago, within the grace period of {grace_s:.0f}s"
+                continue
+            if ingesting:  # an incremental ingest may read any earlier version as its base
+                kept[v.version] = f"an ingest of {name} is in progress ({ingesting} has no manifest yet)"
+                continue
             try:
                 shas[v.version] = hashlib.sha256(storage.read_bytes(v.manifest_url)).hexdigest()
             except (FileNotFoundError, OSError) as err:
@@ -293,7 +302,7 @@ def _plan_datasets(
                 kept[v.version] = f"a registration is in progress at {pending} and its lineage cannot be read yet"
         _keep_referenced_shards(found, kept)
         for v in found:
-            snapshot = snapshot_folder(v.path)
+            snapshot = snapshots[v.version]
             if v.version in kept:
                 report.kept.append(GcItem("dataset", v.path, kept[v.version], snapshot.size, len(snapshot.files)))
             else:
@@ -301,6 +310,17 @@ def _plan_datasets(
                        "version, pin or running run names it")
                 plan.append(("dataset", snapshot, why, (MANIFEST, VERSION_FILE)))
     return plan
+
+
+def _ingest_in_progress(folder: str, committed: set[str], grace_s: float) -> str | None:
+    """A version of this dataset being written (no manifest yet) and written to within ``grace_s``."""
+    for version in storage.listdir(folder):
+        if version in committed or version.startswith("."):
+            continue
+        age = _age(snapshot_folder(storage.join(folder, version)))
+        if age is not None and age < grace_s:  # None: an object store's empty "folder" holds nothing
+            return version
+    return None
 
 
 def _dataset_keep_reason(
