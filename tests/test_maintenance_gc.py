@@ -243,3 +243,17 @@ def test_an_ingest_in_progress_keeps_every_version_of_its_dataset(store):
     os.utime(root / "datasets" / "syn" / d[0] / "manifest.json")
     again = collect_garbage(str(root), keep_runs=1, keep_dataset_versions=1)
     assert again.removed == [] and "within the grace period" in {Path(i.path).name: i.reason for i in again.kept}[d[0]]
+
+
+def test_store_check_lists_what_an_interrupted_gc_or_a_killed_trainer_leaves(store):
+    root, d, runs = store
+    (root / ".gc-trash" / "0badc0de-some-run" / "checkpoint_x").mkdir(parents=True)
+    (root / ".gc-trash" / "0badc0de-some-run" / "checkpoint_x" / "train_state.pt").write_bytes(b"x")
+    stale = Path(lease_url(str(root), runs["old"]))
+    storage.write_json(str(stale), {"owner": "killed:9"})
+    _age(stale, 2 * 3600)  # the live lease of runs["live"] is fresh: not a finding
+    _age(root / ".gc-trash", 2 * 3600)  # --repair leaves a fresh one alone (a gc may be at work on it)
+    found = sorted((f.kind, Path(f.path).name) for f in check_store(str(root)).findings)
+    assert found == [("leftover", "0badc0de-some-run"), ("leftover", stale.name)]
+    assert check_store(str(root), repair=True).healthy
+    assert not stale.exists() and Path(lease_url(str(root), runs["live"])).exists()
