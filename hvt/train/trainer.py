@@ -21,6 +21,7 @@ from hvt.config import TrainConfig
 from hvt.data.placement import resolve_decode_resource
 from hvt.ingest.versions import DatasetRef, resolve_dataset
 from hvt.integrity import SplitCheck, check_splits
+from hvt.maintenance.lease import run_lease
 from hvt.train.loop import train_loop_per_worker
 from hvt.train.ray_env import ensure_ray
 
@@ -155,35 +156,37 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     trainer, run_name = build_trainer(cfg, dataset, checks)
     run_preflight(cfg, dataset, trainer.train_loop_config["decode_resource"])
     log.info("training run %s on %s %s", run_name, dataset.name, dataset.version)
-    retries = 0
-    while True:
-        try:
-            result = trainer.fit()
-            break
-        except ray.train.TrainingFailedError as err:
-            kind = classify_failure(err)
-            if kind != "fatal" and retries < cfg.scaling.max_failures:
-                retries += 1
-                log.warning("training run %s: %s (%s); resuming from its newest checkpoint, retry %d of %d",
-                            run_name, "a worker or node was lost" if kind == "lost" else "the store failed",
-                            _last_line(err), retries, cfg.scaling.max_failures)
-                trainer, _ = build_trainer(cfg, dataset, checks)  # same run name: fit() resumes it
-                continue
-            if kind == "transient":  # the store went away under the workers: one line, the run resumes
-                raise storage.StoreUnavailableError(
-                    f"training run {run_name} stopped: the store {storage.resolve_store(cfg.store)} became "
-                    f"unavailable ({_last_line(err)}). Check that it is up and reachable, then re-run the "
-                    "same command: it resumes from the last checkpoint"
-                ) from err
-            if kind == "lost":
+    # the lease tells `hvt store gc` that this run is alive even while an epoch writes nothing to its folder
+    with run_lease(cfg.store, run_name, dataset=dataset.name, dataset_version=dataset.version):
+        retries = 0
+        while True:
+            try:
+                result = trainer.fit()
+                break
+            except ray.train.TrainingFailedError as err:
+                kind = classify_failure(err)
+                if kind != "fatal" and retries < cfg.scaling.max_failures:
+                    retries += 1
+                    log.warning("training run %s: %s (%s); resuming from its newest checkpoint, retry %d of %d",
+                                run_name, "a worker or node was lost" if kind == "lost" else "the store failed",
+                                _last_line(err), retries, cfg.scaling.max_failures)
+                    trainer, _ = build_trainer(cfg, dataset, checks)  # same run name: fit() resumes it
+                    continue
+                if kind == "transient":  # the store went away under the workers: one line, the run resumes
+                    raise storage.StoreUnavailableError(
+                        f"training run {run_name} stopped: the store {storage.resolve_store(cfg.store)} became "
+                        f"unavailable ({_last_line(err)}). Check that it is up and reachable, then re-run the "
+                        "same command: it resumes from the last checkpoint"
+                    ) from err
+                if kind == "lost":
+                    raise TrainingError(
+                        f"training run {run_name} failed: workers were lost {retries + 1} times ({_last_line(err)}); "
+                        "re-run the same command to resume from the last checkpoint"
+                    ) from err
                 raise TrainingError(
-                    f"training run {run_name} failed: workers were lost {retries + 1} times ({_last_line(err)}); "
-                    "re-run the same command to resume from the last checkpoint"
+                    f"training run {run_name} failed (not retried: {_failure_text(err)}); fix the input or the "
+                    "configuration and re-run: it resumes from the last checkpoint"
                 ) from err
-            raise TrainingError(
-                f"training run {run_name} failed (not retried: {_failure_text(err)}); fix the input or the "
-                "configuration and re-run: it resumes from the last checkpoint"
-            ) from err
     best = result.get_best_checkpoint("val_top1", "max") if hasattr(result, "get_best_checkpoint") else None
     checkpoint = best or result.checkpoint
     if checkpoint is None:
