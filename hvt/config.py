@@ -30,6 +30,11 @@ class ModelSpec(BaseModel):
     name: str = "haltingvt-micro-g03-b10"
     overrides: dict[str, Any] = Field(default_factory=dict)
     pretrained: str | None = Field(default=None, description="path or URL of DeiT / released HaltingVT weights")
+    init_from: str | None = Field(
+        default=None,
+        description="start from a registered model's weights: MODEL[@REF] (REF: vN, latest or an alias, default "
+        "champion), pinned to a version before the run is named (hvt.train.warm_start)",
+    )
 
 
 Recipe = Literal["scratch", "paper-finetune"]
@@ -246,6 +251,12 @@ class TrainConfig(BaseModel):
         return {**self.model.overrides, **self._geometry()}
 
     @model_validator(mode="after")
+    def _check_init(self) -> TrainConfig:
+        if self.model.init_from and self.model.pretrained:
+            raise ValueError("model.init_from and model.pretrained both give initial weights: choose one")
+        return self
+
+    @model_validator(mode="after")
     def _check_names(self) -> TrainConfig:
         for field in ("dataset_name", "registry_name", "run_name"):
             value = getattr(self, field)
@@ -260,6 +271,8 @@ class TrainConfig(BaseModel):
         # also keeps the names of runs made before the field existed
         for key in ("max_failures", "min_workers"):
             payload["scaling"].pop(key, None)
+        if payload["model"].get("init_from") is None:  # keeps the names of runs made before the field existed
+            payload["model"].pop("init_from", None)
         if payload.get("val_views") is None:  # the default keeps the names of runs made before the field existed
             payload.pop("val_views", None)
         # where tasks run changes no figure a run computes (workers fix their thread count from cpus_per_worker)

@@ -18,6 +18,7 @@ _USER_ERROR_TYPES = (
     ("hvt.storage", "StoreError"),
     ("hvt.train.trainer", "TrainingError"),
     ("hvt.train.preflight", "PreflightError"),
+    ("hvt.train.warm_start", "WarmStartError"),
     ("hvt.ingest.shard", "ShardingError"),
     ("hvt.ingest.versions", "DatasetError"),
     ("hvt.ingest.annotations", "AnnotationError"),

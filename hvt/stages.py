@@ -275,6 +275,7 @@ def register_run(
         "code_version": code_version(),
         "model_variant": cfg.model.name,
         "epoch": epoch,
+        "init_from": result.init_from,  # the registered weights a warm-started run began from, else None
         "config": cfg.model_dump(mode="json", exclude={"store"}),
     }
     figures = evaluation_plots(cfg.store, model_name, state, metrics, result.dataset, cfg.data)

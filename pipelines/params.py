@@ -29,3 +29,14 @@ class VideoSource(BaseModel):
     videos: str
     shard_size: int = Field(default=256, ge=1)
     workers: int = Field(default=2, ge=1)
+
+
+class RetentionPolicy(BaseModel):
+    """``hvt store gc`` after a nightly run (``hvt.maintenance.gc.collect_garbage``): what to keep besides what the
+    registry's lineage, its aliases, running runs and each dataset's newest version always keep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keep_runs: int = Field(default=3, ge=0, description="newest run folders kept")
+    keep_dataset_versions: int = Field(default=2, ge=1, description="newest versions kept per dataset")
+    dry_run: bool = Field(default=False, description="report what would go, remove nothing")

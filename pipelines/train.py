@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from hvt import storage
+from hvt import registry, storage
 from hvt.config import TrainConfig
 from hvt.ingest import ShardConfig, latest_dataset_version, make_synthetic_dataset, shard_dataset
 from hvt.stages import evaluate_run, register_run
@@ -19,7 +19,7 @@ from hvt.train.trainer import TrainResult, run_training
 from pipelines.cluster import ClusterSpec, train_on_cluster
 from pipelines.credentials import apply_store_credentials
 from pipelines.nightly import decide_retrain
-from pipelines.params import SyntheticSource, VideoSource
+from pipelines.params import RetentionPolicy, SyntheticSource, VideoSource
 from pipelines.shard import _artifact_key
 
 
@@ -92,18 +92,25 @@ def train_haltingvt(
     source: VideoSource | None = None,
     cluster: ClusterSpec | None = None,
     only_if_new_data: bool = False,
+    warm_start: Literal["none", "champion"] = "none",
+    retention: RetentionPolicy | None = None,
     credentials_block: str | None = None,
 ) -> dict[str, Any]:
     """Shard if needed, train with Ray Train, evaluate on val, register; the report becomes a Prefect artifact.
 
     ``cluster``: run train -> evaluate -> register as a Ray job on that cluster instead of a local Ray.
-    ``only_if_new_data`` (the nightly deployment): skip, and say why, unless the newest dataset version has no
-    registered model yet. ``credentials_block``: a Prefect Secret block with the store's S3 credentials.
+    ``only_if_new_data`` (the nightly deployment): ingest ``source`` first (a new dataset version only when the
+    annotations or videos changed, reusing every unchanged sample), then skip, and say why, unless the newest
+    dataset version has no registered model yet. ``warm_start="champion"``: fine-tune the current champion (when
+    there is one) instead of training from scratch. ``retention``: `hvt store gc` after the run.
+    ``credentials_block``: a Prefect Secret block with the store's S3 credentials.
     """
     logger = get_run_logger()
     apply_store_credentials(credentials_block)
     config = config.model_copy(update={"store": storage.resolve_store(config.store)})
     if only_if_new_data:
+        if source is not None and not config.dataset_version:
+            ingest(config, source)
         decision = decide_retrain(config)
         if not decision.retrain:
             create_markdown_artifact(
@@ -111,7 +118,11 @@ def train_haltingvt(
                 markdown=f"# Nightly retraining skipped\n\n{decision.reason}\n",
                 description="why the nightly run did not retrain",
             )
+            if retention is not None:
+                collect(config, retention)
             return {"skipped": True, "reason": decision.reason, "dataset_version": decision.dataset_version}
+    if warm_start == "champion":
+        config = warm_start_from_champion(config)
     dataset = ensure_dataset(config, synthetic, source)
     config = config.model_copy(update={"dataset_version": dataset["version"]})
     if cluster is not None:
@@ -135,4 +146,42 @@ def train_haltingvt(
         metrics["val_top5"],
         reg["reason"],
     )
+    if retention is not None:
+        summary["retention"] = collect(config, retention)
     return summary
+
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest(config: TrainConfig, source: VideoSource) -> dict[str, Any]:
+    """Shard ``source`` into ``config.dataset_name``: the same version when nothing changed (finished shards are
+    kept), else a new one that reuses every unchanged sample's stored bytes (``hvt.ingest``)."""
+    logger = get_run_logger()
+    result = shard_dataset(ShardConfig(annotations=source.annotations, videos=source.videos, store=config.store,
+                                       name=config.dataset_name, shard_size=source.shard_size,
+                                       workers=source.workers))
+    logger.info("ingest: %s %s (%s)", config.dataset_name, result.version, result.counts)
+    return {"version": result.version, "counts": result.counts}
+
+
+@task(name="warm-start", cache_policy=NO_CACHE)
+def warm_start_from_champion(config: TrainConfig) -> TrainConfig:
+    """``config`` starting from the champion's weights, or unchanged (from scratch) when there is none yet."""
+    logger = get_run_logger()
+    model = config.resolved_registry_name()
+    if registry.get_alias(config.store, model) is None:
+        logger.info("warm start: %s has no champion yet; training from scratch", model)
+        return config
+    return config.model_copy(update={"model": config.model.model_copy(update={"init_from": f"{model}@champion"})})
+
+
+@task(name="retention", cache_policy=NO_CACHE)
+def collect(config: TrainConfig, policy: RetentionPolicy) -> dict[str, Any]:
+    """`hvt store gc` with the flow's policy; logs what went and the bytes freed."""
+    from hvt.maintenance.gc import collect_garbage
+
+    report = collect_garbage(config.store, keep_runs=policy.keep_runs,
+                             keep_dataset_versions=policy.keep_dataset_versions, dry_run=policy.dry_run)
+    get_run_logger().info("retention: %s %d folder(s), %d bytes", "would remove" if policy.dry_run else "removed",
+                          len(report.removed), report.bytes_freed)
+    return {"removed": [item.path for item in report.removed], "bytes_freed": report.bytes_freed,
+            "dry_run": policy.dry_run}

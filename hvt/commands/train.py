@@ -26,6 +26,11 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model variant, e.g. haltingvt-micro-g03-b10")
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
                         help="model override as in create_model (repeatable), e.g. keep_rate=0.5")
+    parser.add_argument(
+        "--init-from", default=None, metavar="MODEL[@REF]",
+        help="start from a registered model's weights (REF: vN, latest or an alias; default champion), e.g. the "
+        "champion fine-tuned on a new dataset version; the run and its lineage record the version",
+    )
     parser.add_argument("--pretrained", default=None, metavar="PATH_OR_URL",
                         help="fine-tune from these weights: a DeiT/timm ViT (the paper's init), a released HaltingVT "
                              "checkpoint or one of ours; a head of another class count is re-initialised")
@@ -106,6 +111,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.pretrained:  # a local path is made absolute: Ray workers do not share the driver's working dir
         local = "://" not in args.pretrained
         base["model"]["pretrained"] = os.path.abspath(os.path.expanduser(args.pretrained)) if local else args.pretrained
+    if args.init_from:
+        base["model"]["init_from"] = args.init_from
     if args.model_override:
         overrides = dict(base["model"].get("overrides", {}))
         overrides.update(_parse_override(item) for item in args.model_override)

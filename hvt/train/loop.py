@@ -48,6 +48,7 @@ from hvt.train.step import (
     ddp_kwargs,
     train_one_epoch,
 )
+from hvt.train.warm_start import init_weights
 from hvt.train.worker_data import TrainSplits, ValBatches, val_iterator
 
 __all__ = ["EpochStats", "compute_loss", "make_optimization", "seed_everything", "train_one_epoch",
@@ -160,6 +161,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if cfg.model.pretrained and checkpoint is None:  # a resumed run continues from its checkpoint instead
         load_pretrained(model, cfg.model.pretrained)
+    if cfg.model.init_from and checkpoint is None:  # warm start from a registered version (pinned by the driver)
+        load_pretrained(model, init_weights(cfg))
     model_config = model.config.to_dict()
     model.to(device)
     optimizer, scheduler = make_optimization(model, cfg, steps_per_epoch)

@@ -24,6 +24,7 @@ from hvt.integrity import SplitCheck, check_splits
 from hvt.maintenance.lease import run_lease
 from hvt.train.loop import train_loop_per_worker
 from hvt.train.ray_env import ensure_ray
+from hvt.train.warm_start import init_lineage, resolve_init_from
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class TrainResult:
     metrics: dict[str, Any]
     dataset: DatasetRef
     data_checks: dict[str, SplitCheck] = field(default_factory=dict)  # per split: shards read, shards left out
+    init_from: dict[str, Any] | None = None  # the registered version a warm-started run began from (lineage)
 
 
 def _run_storage(store: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
@@ -149,6 +151,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     """
     from hvt.train.preflight import run_preflight
 
+    cfg = resolve_init_from(cfg)  # "MODEL@champion" -> "MODEL@vN": the run is named after the weights it starts from
     dataset = resolve_dataset(cfg.store, cfg.dataset_name, cfg.dataset_version)
     check_pretrained(cfg, dataset)
     checks = verify_dataset(cfg, dataset)
@@ -192,7 +195,8 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     if checkpoint is None:
         raise TrainingError(f"training run {run_name} finished without a checkpoint")
     run_path = storage.join(storage.join(storage.resolve_store(cfg.store), "runs"), run_name)
-    return TrainResult(run_name, run_path, checkpoint, dict(result.metrics or {}), dataset, checks)
+    return TrainResult(run_name, run_path, checkpoint, dict(result.metrics or {}), dataset, checks,
+                       init_lineage(cfg))
 
 
 FailureKind = Literal["lost", "transient", "fatal"]
