@@ -42,7 +42,7 @@ def retrain_decision(config: TrainConfig) -> RetrainDecision:
         champion = registry.get_alias(config.store, model) or "none"
         return RetrainDecision(
             False,
-            f"no newer dataset: {config.dataset_name} {latest.version} (created {latest.created_at}) is the newest "
+            f"nothing new: no newer dataset: {config.dataset_name} {latest.version} (created {latest.created_at}) is the newest "
             f"and {model} {newest.version} was already trained on it (champion: {champion}); nothing to do",
             latest.version,
         )

@@ -281,3 +281,63 @@ def test_cluster_job_failure_fails_the_flow_run(prefect_stack, ray_head, tmp_pat
     assert proc.returncode != 0, proc.stdout
     assert str(_ray_job(ray_head, logs).status.value) == "FAILED"
     assert "ended FAILED" in logs and "v-missing" in logs, logs[-4000:]
+
+
+def _colour_config(store: str, *, strong: bool) -> dict:
+    """A tiny model on the colour set (tests/colour_clips.py): ``strong`` learns it (val top-1 1.0 in 4 epochs at
+    lr 3e-3 when measured), the other barely moves from its random init (1 epoch at lr 1e-7)."""
+    from hvt.config import TrainConfig
+
+    optim = {"epochs": 4, "lr": 3e-3, "warmup_epochs": 0, "batch_size": 4} if strong else \
+        {"epochs": 1, "lr": 1e-7, "warmup_epochs": 0, "batch_size": 4}
+    return TrainConfig.model_validate({
+        "store": store, "dataset_name": "colours", "registry_name": "colours-nightly",
+        "model": {"name": "haltingvt-nano-g05-b10"},
+        "data": {"num_frames": 8, "frame_interval": 2, "train_short_side": [32, 40], "test_short_side": 32,
+                 "crop_size": 32, "decode_cpus": 0.5},
+        "optim": optim, "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+    }).model_dump(mode="json")
+
+
+@pytest.mark.timeout(1200)
+def test_three_nights_build_then_move_the_champion_then_skip(prefect_stack, tmp_path):
+    """The nightly deployment over three "nights" of one source folder: night 1 shards and trains (a weak model,
+    the first champion); new videos arrive; night 2 ingests them into a new version (the old samples reused, not
+    processed again), fine-tunes the champion on it and, the champion re-scored on the new version's val set,
+    promotes the clearly better challenger; night 3 finds nothing new and says so."""
+    from colour_clips import write_colour_set
+
+    from hvt.ingest import list_dataset_versions
+
+    store, source = str(tmp_path / "store"), tmp_path / "source"
+    model = "colours-nightly"
+    write_colour_set(source, per_class=9)
+    src = {"annotations": str(source / "annotations.csv"), "videos": str(source / "videos"), "workers": 1}
+
+    proc, run1 = prefect_stack.run_deployment(
+        "train-haltingvt/nightly", {"config": _colour_config(store, strong=False), "source": src}, timeout=420)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{prefect_stack.flow_run_logs(run1)[-4000:]}"
+    (v1,) = registry.list_versions(store, model)
+    assert registry.get_alias(store, model) == "v1" and v1.lineage["init_from"] is None
+    (d1,) = list_dataset_versions(store, "colours")
+
+    write_colour_set(source, per_class=12, start=9)  # 9 new videos (3 per class) arrive
+    proc, run2 = prefect_stack.run_deployment(
+        "train-haltingvt/nightly", {"config": _colour_config(store, strong=True), "source": src}, timeout=600)
+    logs2 = prefect_stack.flow_run_logs(run2)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{logs2[-4000:]}"
+    d2 = list_dataset_versions(store, "colours")[-1]
+    assert d2.version != d1.version
+    v2 = registry.list_versions(store, model)[-1]
+    assert v2.version == "v2" and v2.lineage["dataset_version"] == d2.version
+    assert v2.lineage["init_from"]["version"] == "v1"  # warm-started from the champion
+    assert registry.get_alias(store, model) == "v2", logs2[-4000:]
+    assert "ingest: colours" in logs2
+
+    proc, run3 = prefect_stack.run_deployment(
+        "train-haltingvt/nightly", {"config": _colour_config(store, strong=True), "source": src}, timeout=300)
+    logs3 = prefect_stack.flow_run_logs(run3)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{logs3[-4000:]}"
+    assert "nothing new" in logs3
+    assert [v.version for v in registry.list_versions(store, model)] == ["v1", "v2"]
+    assert [d.version for d in list_dataset_versions(store, "colours")] == [d1.version, d2.version]
