@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hvt.data.config import DataConfig
 from hvt.data.placement import DecodeOn
+from hvt.registry.policy import PromotionPolicy
+
+# NAME or NAME@VERSION: a dataset in the store, optionally one version of it
+_DATASET_REF = re.compile(r"^([^/@\s]+)(?:@([^/@\s]+))?$")
+
+
+def parse_dataset_ref(text: str) -> tuple[str, str | None]:
+    """``"kinetics@v-1a2b"`` -> ``("kinetics", "v-1a2b")``; ``"kinetics"`` -> ``("kinetics", None)`` (newest)."""
+    match = _DATASET_REF.match(text or "")
+    if not match or match.group(1).startswith("."):
+        raise ValueError(f"{text!r}: expected NAME or NAME@VERSION, a dataset in the store, e.g. kinetics@v-1a2b3c")
+    return match.group(1), match.group(2)
 
 
 class ModelSpec(BaseModel):
@@ -213,6 +226,23 @@ class TrainConfig(BaseModel):
         description="leave out shards that fail their manifest sha256/count check (counted in the metrics) "
         "instead of stopping with an error",
     )
+    eval_dataset: str | None = Field(
+        default=None,
+        description="pinned evaluation set, NAME[@VERSION] (newest when no version): the run and the champion are "
+        "scored on its val split; None: the training dataset's val split",
+    )
+    promotion: PromotionPolicy = Field(
+        default_factory=PromotionPolicy, description="when the registered run replaces the champion"
+    )
+
+    @model_validator(mode="after")
+    def _check_eval_dataset(self) -> TrainConfig:
+        if self.eval_dataset is not None:
+            try:
+                parse_dataset_ref(self.eval_dataset)
+            except ValueError as err:
+                raise ValueError(f"eval_dataset {err}") from None
+        return self
 
     @model_validator(mode="after")
     def _check_views(self) -> TrainConfig:
@@ -266,7 +296,10 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Short hash of what determines the result (not where it is stored or how many retries are allowed)."""
-        payload = self.model_dump(mode="json", exclude={"store", "run_name", "registry_name", "runtime"})
+        # what the run is scored on and when it is promoted change no checkpoint: a re-run with another pinned
+        # set or policy resumes the same run
+        payload = self.model_dump(mode="json", exclude={"store", "run_name", "registry_name", "runtime",
+                                                        "eval_dataset", "promotion"})
         # retries and elasticity change how a run survives failures, not what it computes; popping min_workers
         # also keeps the names of runs made before the field existed
         for key in ("max_failures", "min_workers"):

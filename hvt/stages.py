@@ -6,7 +6,6 @@ The CLI (`hvt train`, `hvt evaluate`) and the Prefect flows call exactly these, 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import logging
@@ -22,17 +21,20 @@ import hvt
 from hvt import registry
 from hvt.config import ScalingSpec, TrainConfig
 from hvt.data import DataConfig
-from hvt.data.placement import resolve_decode_resource
 from hvt.evaluation import plots
-from hvt.evaluation.distributed import evaluate_distributed
-from hvt.evaluation.evaluate import evaluate_model, halting_depths, read_clips
+from hvt.evaluation.evaluate import halting_depths, read_clips
 from hvt.evaluation.evaluator import select_device, with_views
 from hvt.evaluation.report import render_report
-from hvt.ingest.versions import DatasetRef
+
+# scoring moved to hvt.evaluation.runs (hvt.promotion scores champions with it); these names stay importable here
+from hvt.evaluation.runs import eval_set_identity, run_evaluation
+from hvt.evaluation.runs import evaluation_scaling as evaluation_scaling
+from hvt.ingest.versions import DatasetRef, resolve_dataset
 from hvt.integrity import SplitCheck, check_splits
 from hvt.model import ModelConfig
 from hvt.model.flops import GIGA, dense_config, model_macs
 from hvt.model.zoo import model_from_state
+from hvt.promotion import decide_for_metrics, evaluation_setting, score_state
 from hvt.train.state import load_train_state
 from hvt.train.trainer import TrainResult
 
@@ -47,6 +49,7 @@ class RegisteredModel:
     promoted: bool
     promotion_reason: str
     created: bool = True  # False: this run's checkpoint was already a version (a re-run of a finished run)
+    decision: dict[str, Any] | None = None  # registry.ChampionDecision.as_record(): both figures, set, reason
 
 
 def code_version() -> str:
@@ -70,41 +73,6 @@ def load_run_checkpoint(result: TrainResult) -> dict[str, Any]:
         return load_train_state(directory)
 
 
-def run_evaluation(
-    state: dict[str, Any],
-    dataset_path: str,
-    split: str,
-    data_config: DataConfig,
-    *,
-    num_classes: int,
-    batch_size: int,
-    scaling: ScalingSpec | None,
-    on_workers: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a checkpoint state on a split (``data_config``'s test views): on ``scaling.num_workers`` Ray Train
-    workers (torchmetrics synced over DDP, one GPU each with ``scaling.use_gpu``) when that is more than one or
-    ``on_workers``, else in this process on ``select_device(scaling.use_gpu)``. Ray must be running."""
-    if scaling is not None and (scaling.num_workers > 1 or on_workers):
-        return evaluate_distributed(state, dataset_path, split, data_config, num_classes=num_classes,
-                                    scaling=scaling, batch_size=batch_size)
-    device = select_device(scaling is not None and scaling.use_gpu)
-    decode_resource = resolve_decode_resource(scaling.decode_on) if scaling is not None else None
-    return evaluate_model(model_from_state(state), dataset_path, split, data_config, num_classes=num_classes,
-                          batch_size=batch_size, device=device, decode_resource=decode_resource)
-
-
-def eval_set_identity(manifest_sha256: str, split: str, check: SplitCheck | None, decode_failures: int) -> str:
-    """Identity of the clips actually evaluated, compared by ``registry.beats``: the manifest's sha256 when every
-    shard of ``split`` was read and every clip decoded; otherwise a hash that also covers the shards left out
-    and the number of clips that failed, so a shrunken set never compares as the full one."""
-    skipped = sorted(p.path for p in check.skipped) if check else []
-    if not skipped and not decode_failures:
-        return manifest_sha256
-    blob = json.dumps({"manifest": manifest_sha256, "split": split, "skipped_shards": skipped,
-                       "decode_failures": int(decode_failures)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def integrity_metrics(checks: dict[str, SplitCheck], train_metrics: dict[str, Any]) -> dict[str, Any]:
     """What the run left out or could not read: damaged shards skipped (by opt-in) and decode failures."""
     skipped = [f"{c.split}/{p}" for c in checks.values() for p in c.skipped]
@@ -115,28 +83,13 @@ def integrity_metrics(checks: dict[str, SplitCheck], train_metrics: dict[str, An
     }
 
 
-def evaluation_scaling(scaling: ScalingSpec) -> ScalingSpec:
-    """How the post-training evaluation runs: on the training run's workers, except for a CPU run on a one-node
-    Ray, where the workers would share this process's cores and a worker group would only add its start-up (about
-    15 s here): then in this process, which gives the same metrics (``tests/test_evaluate_distributed.py``)."""
-    import ray
-
-    if scaling.use_gpu or scaling.num_workers == 1 or len([n for n in ray.nodes() if n.get("Alive")]) > 1:
-        return scaling
-    return scaling.model_copy(update={"num_workers": 1, "min_workers": None})
-
-
 def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Evaluate the run's best checkpoint on the val split (the shards that passed their check); return
-    (metrics, checkpoint state)."""
+    """Evaluate the run's best checkpoint on the val split (the shards that passed their check) of its dataset,
+    or of the pinned ``cfg.eval_dataset``; return (metrics, checkpoint state)."""
     state = load_run_checkpoint(result)
-    check = result.data_checks.get(EVAL_SPLIT)
-    source = check.urls if check is not None else result.dataset.path
-    # a GPU run's GPUs may be on the Ray workers only: evaluate there when this process has none
-    on_workers = cfg.scaling.use_gpu and not torch.cuda.is_available()
-    raw = run_evaluation(state, source, EVAL_SPLIT, with_views(cfg.data, cfg.val_views),
-                         num_classes=len(result.dataset.classes), batch_size=cfg.optim.batch_size,
-                         scaling=evaluation_scaling(cfg.scaling), on_workers=on_workers)
+    setting = evaluation_setting(result, cfg)
+    raw = score_state(state, cfg.data, setting)
+    check, dataset = setting.check, setting.dataset
     failures = int(raw.get("decode_failures", 0) or 0)
     metrics = {
         "val_top1": raw.get("top1", 0.0),
@@ -144,13 +97,20 @@ def evaluate_run(result: TrainResult, cfg: TrainConfig) -> tuple[dict[str, Any],
         "num_classes": len(result.dataset.classes),
         "epoch": int(state["epoch"]),
         "eval_split": EVAL_SPLIT,
-        "eval_set": f"{result.dataset.name}/{result.dataset.version}/{EVAL_SPLIT}",
-        "eval_manifest_sha256": eval_set_identity(result.dataset.manifest_sha256, EVAL_SPLIT, check, failures),
+        "eval_set": setting.eval_set,
+        "eval_dataset": dataset.name,
+        "eval_dataset_version": dataset.version,
+        "eval_views": setting.views,
+        "eval_precision": setting.precision,
+        "eval_manifest_sha256": raw.pop("eval_identity"),
         "dataset_manifest_sha256": result.dataset.manifest_sha256,
         **integrity_metrics(result.data_checks, result.metrics),
         **{k: v for k, v in raw.items() if k not in ("top1", "top5")},
     }
-    if metrics["eval_manifest_sha256"] != result.dataset.manifest_sha256:
+    if check is not None and dataset is not result.dataset:  # a pinned set: its shards left out count too
+        metrics["skipped_shards"] += [f"{EVAL_SPLIT}/{p} ({dataset.name})" for p in check.skipped]
+        metrics["skipped_samples"] += check.skipped_samples
+    if metrics["eval_manifest_sha256"] != dataset.manifest_sha256:
         log.warning("evaluated %d of %s's clips (%d shards left out, %d decode failures): this evaluation set is "
                     "not comparable with a full one", int(raw.get("clips", 0)), metrics["eval_set"],
                     len(check.skipped) if check else 0, failures)
@@ -244,7 +204,10 @@ def version_of_run(store: str, model_name: str, run_name: str, epoch: int) -> re
 def register_run(
     result: TrainResult, cfg: TrainConfig, metrics: dict[str, Any], state: dict[str, Any]
 ) -> RegisteredModel:
-    """Store the evaluated model as a new registry version; move ``champion`` to it only if it is better.
+    """Store the evaluated model as a new registry version; move ``champion`` to it only if it passes
+    ``cfg.promotion`` against the champion on this run's evaluation set (the champion re-scored there when it was
+    scored elsewhere, see ``hvt.promotion``). The decision, with both figures, goes into the version's metrics
+    (``promotion``) and report, and the log line.
 
     Re-running a finished run (same config and dataset version, so the same run name) resumes at its last epoch
     and evaluates the same checkpoint again: that checkpoint is already a version, which is returned as it is
@@ -278,7 +241,14 @@ def register_run(
         "init_from": result.init_from,  # the registered weights a warm-started run began from, else None
         "config": cfg.model_dump(mode="json", exclude={"store"}),
     }
-    figures = evaluation_plots(cfg.store, model_name, state, metrics, result.dataset, cfg.data)
+    eval_dataset = result.dataset
+    if (metrics.get("eval_dataset"), metrics.get("eval_dataset_version")) not in (
+            (None, None), (result.dataset.name, result.dataset.version)):
+        eval_dataset = resolve_dataset(cfg.store, metrics["eval_dataset"], metrics["eval_dataset_version"])
+    decision = decide_for_metrics(cfg.store, model_name, metrics, lambda: evaluation_setting(result, cfg),
+                                  cfg.promotion)
+    metrics = {**metrics, "promotion": decision.as_record()}
+    figures = evaluation_plots(cfg.store, model_name, state, metrics, eval_dataset, cfg.data)
     report = render_report(
         title=f"{model_name}: evaluation on {metrics['eval_set']}",
         metrics=metrics,
@@ -299,20 +269,17 @@ def register_run(
         lineage=lineage,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    try:
-        champion_ref = registry.get_alias(cfg.store, model_name)
-        if champion_ref is None:
-            promoted, reason = True, "first version: no champion yet"
-        else:
-            champion = registry.get_version(cfg.store, model_name, champion_ref)
-            promoted, reason = registry.beats(metrics, champion.metrics)
-        if promoted:
+    promoted, reason = decision.promote, decision.reason
+    if promoted:
+        try:
             registry.set_alias(cfg.store, model_name, version.version, reason=reason)
-    except registry.RegistryError as err:  # the new version is registered; only the champion decision failed
-        promoted, reason = False, f"registered but not promoted: {err}"
+        except registry.RegistryError as err:  # the new version is registered; only moving the alias failed
+            promoted, reason = False, f"registered but not promoted: {err}"
+    if not decision.promote and reason.startswith("registered but not promoted"):
         log.warning("%s %s: %s", model_name, version.version, reason)
-    log.info("%s %s: %s", model_name, version.version, reason)
-    return RegisteredModel(version, promoted, reason)
+    log.info("register %s %s on %s: %s", model_name, version.version, metrics["eval_set"], reason)
+    return RegisteredModel(version, promoted, reason, decision=decision.as_record())
+
 
 
 def evaluate_registered(

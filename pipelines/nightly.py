@@ -1,7 +1,8 @@
 """The `nightly` decision: retrain only when the store holds a dataset version no registered model was trained on.
 
-Promotion needs no rule here: ``register_run`` moves ``champion`` only when the new version beats it on the
-same evaluation set. When there is nothing new, the flow finishes cleanly and says why.
+Promotion needs no rule here: ``register_run`` moves ``champion`` only when the new version passes
+``config.promotion`` against it on one evaluation set (the champion re-scored on the new version's, see
+``hvt.promotion``). When there is nothing new, the flow finishes cleanly and says why.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from hvt import registry, storage
 from hvt.config import TrainConfig
 from hvt.ingest import ShardConfig, latest_dataset_version, make_synthetic_dataset, shard_dataset
+from hvt.promotion import check_eval_dataset
 from hvt.stages import evaluate_run, register_run
 from hvt.train.job import summarize
 from hvt.train.trainer import TrainResult, run_training
@@ -95,8 +96,10 @@ def train_haltingvt(
     warm_start: Literal["none", "champion"] = "none",
     retention: RetentionPolicy | None = None,
     credentials_block: str | None = None,
+    eval_dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Shard if needed, train with Ray Train, evaluate on val, register; the report becomes a Prefect artifact.
+    """Shard if needed, train with Ray Train, evaluate on val, register; the report (with the champion decision
+    and both figures) becomes a Prefect artifact.
 
     ``cluster``: run train -> evaluate -> register as a Ray job on that cluster instead of a local Ray.
     ``only_if_new_data`` (the nightly deployment): ingest ``source`` first (a new dataset version only when the
@@ -104,10 +107,15 @@ def train_haltingvt(
     dataset version has no registered model yet. ``warm_start="champion"``: fine-tune the current champion (when
     there is one) instead of training from scratch. ``retention``: `hvt store gc` after the run.
     ``credentials_block``: a Prefect Secret block with the store's S3 credentials.
+    ``eval_dataset``: a pinned evaluation set, ``NAME[@VERSION]`` (overrides ``config.eval_dataset``): the run
+    and the champion are both scored on its val split. The promotion policy is ``config.promotion``.
     """
     logger = get_run_logger()
     apply_store_credentials(credentials_block)
-    config = config.model_copy(update={"store": storage.resolve_store(config.store)})
+    update: dict[str, Any] = {"store": storage.resolve_store(config.store)}
+    if eval_dataset is not None:
+        update["eval_dataset"] = eval_dataset
+    config = TrainConfig.model_validate({**config.model_dump(), **update})  # checks eval_dataset's form
     if only_if_new_data:
         if source is not None and not config.dataset_version:
             ingest(config, source)
@@ -125,6 +133,7 @@ def train_haltingvt(
         config = warm_start_from_champion(config)
     dataset = ensure_dataset(config, synthetic, source)
     config = config.model_copy(update={"dataset_version": dataset["version"]})
+    check_eval_dataset(config)  # a missing or mismatched pinned set fails before anything trains
     if cluster is not None:
         summary = train_on_cluster(config, cluster)
     else:
@@ -139,11 +148,12 @@ def train_haltingvt(
         description=f"{reg['model']} {reg['version']} evaluation report",
     )
     logger.info(
-        "%s %s: val top-1 %.3f (top-5 %.3f); %s",
+        "register %s %s: val top-1 %.3f (top-5 %.3f) on %s; %s",
         reg["model"],
         reg["version"],
         metrics["val_top1"],
         metrics["val_top5"],
+        metrics.get("eval_set", "?"),
         reg["reason"],
     )
     if retention is not None:

@@ -61,6 +61,11 @@ def test_registry_version_has_metrics_and_its_checkpoint_loads(flow_run):
     assert version.metrics["eval_workers"] == 1
     assert version.metrics["gflops_p50"] <= version.metrics["gflops_p90"] <= version.metrics["gflops_max"]
     assert summary["registry"]["champion"] == "v1"
+    # the decision with its figures is in the metadata and in report.md, which the flow publishes as its artifact
+    decision = version.metrics["promotion"]
+    assert decision["promoted"] and decision["champion"] is None and summary["registry"]["promotion"] == decision
+    assert f"val_top1 {version.metrics['val_top1']:.4f} on {version.metrics['eval_set']}" in decision["reason"]
+    assert decision["reason"] in registry.read_verified(version, "report.md").decode()
     payload = registry.load_checkpoint(version)
     model = model_from_state(payload)
     cfg = model.config

@@ -30,13 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     promote = sub.add_parser(
         "promote",
-        help="point the champion alias at a version; refused unless it beats the champion on the same eval set",
+        help="point the champion alias at a version; refused unless it passes the promotion policy against the "
+        "champion on the same evaluation set (the champion is re-scored on the version's set when needed)",
     )
     promote.add_argument("model")
     promote.add_argument("version", help="vN")
     promote.add_argument("--store", default=None)
     promote.add_argument("--alias", default="champion")
-    promote.add_argument("--force", action="store_true", help="promote even if it does not beat the alias's version")
+    promote.add_argument("--force", action="store_true",
+                         help="promote even if it does not pass the policy (nothing is re-scored)")
+    from hvt.commands.train import add_promotion_arguments
+
+    add_promotion_arguments(promote)  # default: the policy the version was trained under
     promote.set_defaults(func=run_promote)
 
     imp = sub.add_parser(
@@ -67,7 +72,20 @@ def _row(version: RegistryVersion, aliases: dict[str, str | None]) -> dict:
     row["num_classes"] = metrics.get("num_classes")
     row["checkpoint"] = storage.join(version.path, "model.pt")
     row["report"] = storage.join(version.path, "report.md")
+    row["promotion"] = metrics.get("promotion")
     return row
+
+
+def decision_summary(decision: dict | None) -> str:
+    """``promote 0.500 vs v1 0.333`` / ``keep 0.333 vs v1 0.500``: the decision made when a version was
+    registered, with both figures (from ``metrics["promotion"]``); ``-`` for versions registered before."""
+    if not decision:
+        return "-"
+    verb = "promote" if decision.get("promoted") else "keep"
+    challenger, champion = decision.get("challenger") or {}, decision.get("champion")
+    if not champion:
+        return f"{verb} {challenger.get('top1', 0.0):.3f} (no champion)"
+    return f"{verb} {challenger.get('top1', 0.0):.3f} vs {champion.get('version')} {champion.get('top1', 0.0):.3f}"
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -83,12 +101,13 @@ def run_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no registered models in {registry.registry_root(store)}")
         return 0
-    print(f"{'model':32} {'version':8} {'top1':>6} {'top5':>6} {'classes':>7}  alias     path")
+    print(f"{'model':32} {'version':8} {'top1':>6} {'top5':>6} {'classes':>7}  alias     {'at registration':28} path")
     for row in rows:
         top1 = f"{row['val_top1']:.3f}" if row["val_top1"] is not None else "-"
         top5 = f"{row['val_top5']:.3f}" if row["val_top5"] is not None else "-"
         alias = ",".join(row["aliases"]) or "-"
-        print(f"{row['model']:32} {row['version']:8} {top1:>6} {top5:>6} {row['num_classes']!s:>7}  {alias:9} {row['path']}")
+        print(f"{row['model']:32} {row['version']:8} {top1:>6} {top5:>6} {row['num_classes']!s:>7}  {alias:9} "
+              f"{decision_summary(row['promotion']):28} {row['path']}")
     return 0
 
 
@@ -102,9 +121,16 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_promote(args: argparse.Namespace) -> int:
     from hvt import registry, storage
+    from hvt.commands.train import promotion_from_args
+    from hvt.promotion import promote_version
 
     store = storage.resolve_store(args.store)
-    reason = registry.promote(store, args.model, args.version, alias=args.alias, force=args.force)
+    flags = promotion_from_args(args)
+    policy = None
+    if flags:  # flags given win over the policy the version was trained under, key by key
+        candidate = registry.get_version(store, args.model, args.version)
+        policy = registry.PromotionPolicy.model_validate({**registry.policy_of(candidate).model_dump(), **flags})
+    reason = promote_version(store, args.model, args.version, alias=args.alias, force=args.force, policy=policy)
     print(f"{args.model}: {args.alias} -> {args.version} ({reason})")
     return 0
 

@@ -68,6 +68,33 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also checkpoint every N optimiser steps inside an epoch, so a lost worker or spot node "
                              "costs at most N steps; the run resumes at that step (default: only at each epoch's "
                              "end)")
+    add_promotion_arguments(parser)
+    parser.add_argument("--eval-dataset", default=None, metavar="NAME[@VERSION]",
+                        help="pinned evaluation set: this run and the champion are scored on its val split "
+                        "(default: the training dataset's val split; no version: the newest)")
+
+
+def add_promotion_arguments(parser: argparse.ArgumentParser) -> None:
+    """The promotion policy's flags (``PromotionPolicy``), shared with `hvt registry promote`."""
+    parser.add_argument("--min-gain-top1", type=float, default=None, metavar="POINTS",
+                        help="promote only a model at least this many val top-1 points better than the champion "
+                        "(and strictly better; default 0)")
+    parser.add_argument("--max-gflops-per-clip", type=float, default=None, metavar="GFLOPS",
+                        help="never promote a model spending more GFLOPs per clip (one view) than this")
+
+
+def promotion_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``base`` (a ``PromotionPolicy`` as a dict) with the flags given applied; each checked here, one line."""
+    policy = dict(base or {})
+    for flag, key in (("min_gain_top1", "min_gain_top1"), ("max_gflops_per_clip", "max_gflops_per_clip")):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if value < 0 or (key == "max_gflops_per_clip" and value == 0):
+            raise InputError(f"--{flag.replace('_', '-')} {value:g}: give a "
+                             f"{'positive' if key == 'max_gflops_per_clip' else 'non-negative'} number")
+        policy[key] = value
+    return policy
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -143,6 +170,15 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["seed"] = args.seed
     if getattr(args, "skip_bad_shards", False):
         base["skip_bad_shards"] = True
+    if args.eval_dataset:
+        from hvt.config import parse_dataset_ref
+
+        try:
+            parse_dataset_ref(args.eval_dataset)
+        except ValueError as err:
+            raise InputError(f"--eval-dataset {err}") from err
+        base["eval_dataset"] = args.eval_dataset
+    base["promotion"] = promotion_from_args(args, base.get("promotion"))
     if args.sampling:
         match = _SAMPLING_RE.match(args.sampling)
         if not match:
@@ -164,10 +200,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hvt.promotion import check_eval_dataset
     from hvt.stages import evaluate_run, register_run
     from hvt.train.trainer import run_training
 
     cfg = train_config_from_args(args)
+    check_eval_dataset(cfg)  # a missing or mismatched pinned set fails before anything trains
     result = run_training(cfg)
     metrics, state = evaluate_run(result, cfg)
     summary: dict[str, Any] = {"run": result.run_name, "run_path": result.run_path, "metrics": metrics,
@@ -180,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
             "path": registered.version.path,
             "promoted": registered.promoted,
             "reason": registered.promotion_reason,
+            "promotion": registered.decision,
         }
     if args.json:
         emit_json(summary, indent=2)

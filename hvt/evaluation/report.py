@@ -55,7 +55,35 @@ def render_report(
     for plot in plots or []:
         name, caption = (plot, plot) if isinstance(plot, str) else plot
         lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
+    lines += champion_decision_lines(metrics.get("promotion"))
     lines += ["## Lineage", ""]
     lines += [f"- **{key}**: `{value}`" for key, value in sorted(lineage.items()) if not isinstance(value, dict)]
     lines.append("")
     return "\n".join(lines)
+
+
+def _figure(score: dict[str, Any] | None, key: str, fmt: str) -> str:
+    value = (score or {}).get(key)
+    return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
+
+
+def champion_decision_lines(decision: dict[str, Any] | None) -> list[str]:
+    """The champion decision (``registry.ChampionDecision.as_record()``): both models' figures on the one set
+    they were compared on, the policy, and the reason."""
+    if not decision:
+        return []
+    challenger, champion = decision.get("challenger") or {}, decision.get("champion")
+    lines = ["## Champion decision", "", f"Compared on `{decision.get('eval_set')}` "
+             f"(evaluation set `{str(decision.get('eval_set_sha256', ''))[:16]}`).", "",
+             "| model | val top-1 | GFLOPs per clip | scored |", "|---|---|---|---|",
+             f"| this version | {_figure(challenger, 'top1', '.4f')} | {_figure(challenger, 'gflops_per_clip', '.4f')} "
+             f"| {challenger.get('how', '')} |"]
+    if champion:
+        lines.append(f"| champion {champion.get('version', '')} | {_figure(champion, 'top1', '.4f')} | "
+                     f"{_figure(champion, 'gflops_per_clip', '.4f')} | {champion.get('how', '')} |")
+    policy = decision.get("policy") or {}
+    budget = policy.get("max_gflops_per_clip")
+    lines += ["", f"**{decision.get('decision', '')}**: {decision.get('reason', '')}", "",
+              f"Policy: at least {float(policy.get('min_gain_top1', 0.0)):.2f} top-1 points better"
+              + (f", at most {budget:g} GFLOPs per clip." if budget else ", no GFLOPs budget."), ""]
+    return lines

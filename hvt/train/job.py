@@ -49,6 +49,7 @@ def summarize(result: Any, cfg: TrainConfig, metrics: dict[str, Any], registered
             "report": storage.join(version.path, "report.md"),
             "promoted": registered.promoted,
             "reason": registered.promotion_reason,
+            "promotion": getattr(registered, "decision", None),  # both figures, the set, the policy
             "champion": registry.get_alias(cfg.store, version.model),
         },
     }

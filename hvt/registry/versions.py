@@ -1,4 +1,4 @@
-"""Model registry kept in the store: immutable, checksummed versions with lineage, and aliases.
+"""Registry versions and aliases kept in the store: immutable, checksummed versions with lineage.
 
 Layout::
 
@@ -308,44 +308,6 @@ def set_alias(store: str, model: str, version: str, alias: str = CHAMPION, *, re
         raise RegistryError(f"{alias} not moved to {model} {version}: " + "; ".join(problems))
     url = storage.join(_model_dir(store, model), "aliases", f"{alias}.json")
     storage.write_json(url, {"alias": alias, "version": version, "reason": reason})
-
-
-def beats(candidate: dict[str, Any], champion: dict[str, Any]) -> tuple[bool, str]:
-    """Whether metrics ``candidate`` beat ``champion``'s: higher val top-1 on the same evaluation set (same
-    manifest hash and split). Returns the decision and a one-line reason."""
-    same_set = candidate.get("eval_manifest_sha256") == champion.get("eval_manifest_sha256") and candidate.get(
-        "eval_split"
-    ) == champion.get("eval_split")
-    if not same_set:
-        return False, "champion was evaluated on a different evaluation set; not comparable, not promoted"
-    new, old = float(candidate.get("val_top1", 0.0)), float(champion.get("val_top1", 0.0))
-    if new > old:
-        return True, f"val_top1 {new:.4f} > champion's {old:.4f}"
-    return False, f"val_top1 {new:.4f} does not beat champion's {old:.4f}"
-
-
-def promote(store: str, model: str, version: str, *, alias: str = CHAMPION, force: bool = False) -> str:
-    """Point ``alias`` at ``version`` if it beats the version the alias points at now (see ``beats``), or
-    unconditionally with ``force``. Returns the reason recorded with the alias; raises ``RegistryError`` when
-    refused."""
-    candidate = get_version(store, model, version)
-    current_ref = get_alias(store, model, alias)
-    if current_ref is None:
-        reason = f"no {alias} yet"
-    elif current_ref == candidate.version:
-        return f"{alias} already is {candidate.version}"
-    else:
-        current = get_version(store, model, current_ref)
-        better, reason = beats(candidate.metrics, current.metrics)
-        if not better and not force:
-            raise RegistryError(
-                f"{model} {candidate.version} does not replace {alias} {current_ref}: {reason}. "
-                "Pass --force (force=True) to promote it anyway."
-            )
-    if force:
-        reason = f"forced by hand ({reason})"
-    set_alias(store, model, candidate.version, alias=alias, reason=reason)
-    return reason
 
 
 def get_version(store: str, model: str, ref: str = CHAMPION) -> RegistryVersion:
