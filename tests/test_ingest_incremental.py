@@ -186,3 +186,57 @@ def test_a_damaged_earlier_sample_is_processed_again(scenario: Scenario, tmp_pat
     second = _shard(scenario, scenario.day2, store)
     assert sorted(processed) == sorted(scenario.new | {victim["key"]})
     assert (second.processed, second.reused) == (4, 11)
+
+
+def test_cli_prints_what_was_processed_and_reused(scenario: Scenario, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from hvt.commands.shard import main
+
+    argv = ["--annotations", str(scenario.day1), "--videos", scenario.videos, "--store", str(tmp_path / "s"),
+            "--name", "grows", "--class-list", scenario.classes, "--shard-size", "4", "--quiet"]
+    assert main(argv) == 0
+    assert "videos: 14 processed, 0 reused\n" in capsys.readouterr().out
+    day2 = [*argv[:1], str(scenario.day2), *argv[2:]]
+    assert main(day2) == 0
+    out = capsys.readouterr().out
+    assert "videos: 3 processed, 12 reused from v-" in out and "1 quarantine verdicts repeated" in out
+    assert main([*day2, "--no-reuse", "--version", "full", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["processed"], summary["reused"], summary["reused_from"]) == (16, 0, [])
+
+
+@pytest.mark.integration
+def test_incremental_version_on_s3(scenario: Scenario, tmp_path: Path) -> None:
+    """Videos and store on a real S3 server; the second version's shards are written by two processes, which take
+    the reused samples as ranged reads of the first version's tars."""
+    import s3fs
+    from s3server import seaweedfs_server
+
+    from hvt.store_check import check_store
+
+    with seaweedfs_server(tmp_path) as s3:
+        fs = s3fs.S3FileSystem()
+        fs.put(scenario.videos + "/", f"{s3.bucket}/raw/", recursive=True)
+        for day in (scenario.day1, scenario.day2):
+            fs.put(str(day), f"{s3.bucket}/{day.name}")
+        store = f"s3://{s3.bucket}/store"
+
+        def shard(day: Path, **overrides) -> ShardResult:
+            return shard_dataset(ShardConfig(annotations=f"s3://{s3.bucket}/{day.name}", videos=f"s3://{s3.bucket}/raw",
+                                             store=store, name="grows", class_list=scenario.classes, shard_size=4,
+                                             **overrides))
+
+        first = shard(scenario.day1)
+        second = shard(scenario.day2, workers=2)
+        assert (second.processed, second.reused, second.reused_quarantined) == (3, 12, 1)
+        assert second.reused_from == [first.version]
+
+        def stored(result: ShardResult) -> dict[str, bytes]:
+            manifest = json.loads(fs.cat_file(result.manifest_url.removeprefix("s3://")))
+            tars = [fs.cat_file(f"{result.path.removeprefix('s3://')}/{s['name']}") for s in manifest_shards(manifest)]
+            return {key: sample["video"] for data in tars for key, sample in read_tar(data).items()}
+
+        before, after = stored(first), stored(second)
+        assert len(after) == 15 and all(after[key] == before[key] for key in after.keys() - scenario.new)
+        report = check_store(store)
+        assert report.healthy and report.datasets == 2, report.as_dict()["findings"]
