@@ -58,7 +58,7 @@ def _datasets(workdir: Path, quick: bool) -> list[tuple[str, str, str, str | Non
     return out
 
 
-def bench(quick: bool, workers: list[int], repeats: int, transcode: bool) -> list[dict]:
+def bench(quick: bool, workers: list[int], repeats: int, transcode: bool, shard_size: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="hvt-bench-shard-") as tmp:
         workdir = Path(tmp)
@@ -70,7 +70,8 @@ def bench(quick: bool, workers: list[int], repeats: int, transcode: bool) -> lis
                     for r in range(repeats):
                         store = workdir / f"store-{len(rows)}-{w}-{r}"
                         config = ShardConfig(annotations=annotations, videos=videos, store=str(store), name="bench",
-                                             class_list=classes, shard_size=2, workers=w, transcode=options)
+                                             class_list=classes, shard_size=shard_size, workers=w,
+                                             transcode=options)
                         start = time.perf_counter()
                         result = shard_dataset(config)
                         times.append(time.perf_counter() - start)
@@ -94,7 +95,7 @@ def _timed_shard(config: ShardConfig) -> tuple[float, object]:
     return _cpu_seconds() - start, result
 
 
-def bench_incremental(quick: bool, repeats: int, transcode: bool) -> list[dict]:
+def bench_incremental(quick: bool, repeats: int, transcode: bool, shard_size: int) -> list[dict]:
     """Full shard vs. a version whose annotations add 10% new videos to an earlier version's (CPU seconds)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="hvt-bench-incremental-") as tmp:
@@ -111,13 +112,14 @@ def bench_incremental(quick: bool, repeats: int, transcode: bool) -> list[dict]:
             for mode, options in modes:
                 full, incremental, result = [], [], None
                 base = ShardConfig(annotations=annotations, videos=videos, store=str(workdir), name="bench",
-                                   class_list=classes, shard_size=2, transcode=options)
+                                   class_list=classes, shard_size=shard_size, transcode=options)
                 for r in range(repeats):
                     def config(ann: str, store: str, base: ShardConfig = base) -> ShardConfig:
                         return base.model_copy(update={"annotations": ann, "store": str(workdir / store)})
 
-                    full.append(_timed_shard(config(annotations, f"full-{len(rows)}-{r}"))[0])
+                    # the earlier version first: the full run's figure then holds no first-import costs
                     shard_dataset(config(str(earlier), f"inc-{len(rows)}-{r}"))
+                    full.append(_timed_shard(config(annotations, f"full-{len(rows)}-{r}"))[0])
                     seconds, result = _timed_shard(config(annotations, f"inc-{len(rows)}-{r}"))
                     incremental.append(seconds)
                 ratio = statistics.median(incremental) / statistics.median(full)
@@ -147,19 +149,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=None, help="runs per row (median); default 3, --quick 1")
     parser.add_argument("--transcode", action="store_true", help="also bench transcoding at shard time")
+    parser.add_argument("--shard-size", type=int, default=2, help="samples per shard (default 2: many small shards)")
     parser.add_argument("--incremental", action="store_true",
                         help="CPU time of a version with 10%% new videos vs a full shard, instead of throughput")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     if args.incremental:
-        rows = bench_incremental(args.quick, repeats, args.transcode)
+        rows = bench_incremental(args.quick, repeats, args.transcode, args.shard_size)
         if args.json:
             for row in rows:
                 print(json.dumps(row))
         else:
             _print_incremental(rows)
         return
-    rows = bench(args.quick, args.workers, repeats, args.transcode)
+    rows = bench(args.quick, args.workers, repeats, args.transcode, args.shard_size)
     if args.json:
         for row in rows:
             print(json.dumps(row))
