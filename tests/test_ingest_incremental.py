@@ -240,3 +240,35 @@ def test_incremental_version_on_s3(scenario: Scenario, tmp_path: Path) -> None:
         assert len(after) == 15 and all(after[key] == before[key] for key in after.keys() - scenario.new)
         report = check_store(store)
         assert report.healthy and report.datasets == 2, report.as_dict()["findings"]
+
+
+def test_real_clips_re_encoded(realdata: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real UCF101 clips (two MPEG-4 AVIs and an H.264 mp4), every one re-encoded: a version adding one clip
+    processes that clip only and stores what a from-scratch run stores."""
+    listing = (realdata / "annotations/realclips_ucf101_videolist.txt").read_text().splitlines()
+    classes = str(realdata / "annotations/other_label_maps/ucf101_label_map.txt")
+    first_list, full_list = tmp_path / "first.txt", tmp_path / "full.txt"
+    first_list.write_text("\n".join(listing[:2]) + "\n")
+    full_list.write_text("\n".join(listing) + "\n")
+
+    def shard(annotations: Path, store: str) -> ShardResult:
+        return shard_dataset(ShardConfig(annotations=str(annotations), format="mmaction", name="ucf",
+                                         videos=str(realdata / "videos"), store=str(tmp_path / store),
+                                         class_list=classes, shard_size=2,
+                                         transcode=TranscodeOptions(short_side=96)))
+
+    first = shard(first_list, "store")
+    processed = _processed_keys(monkeypatch)
+    second = shard(full_list, "store")
+    scratch = shard(full_list, "scratch")
+    assert (second.processed, second.reused, scratch.processed) == (1, 2, 3)
+    assert processed[0] not in {key for shard in _samples(first).values() for key, _, _ in shard}
+    incremental, reference = _samples(second), _samples(scratch)
+    assert _without_digests(second.manifest_url) == _without_digests(scratch.manifest_url)
+    ref = {key: (meta, video) for shard in reference.values() for key, meta, video in shard}
+    for shard in incremental.values():
+        for key, meta, video in shard:
+            assert {**meta, "sha256": None} == {**ref[key][0], "sha256": None}, key
+            frames = read_frames(video, list(range(meta["num_frames"])))[1]
+            assert np.array_equal(frames, read_frames(ref[key][1], list(range(meta["num_frames"])))[1]), key
+            assert meta["normalised"] and meta["source_codec"] in ("mpeg4", "h264") and meta["height"] == 96, key
