@@ -16,7 +16,9 @@ from hvt.ingest import ShardConfig, shard_dataset
 def write_shards(config: ShardConfig) -> dict[str, Any]:
     """Plan, probe and write shards; a retry resumes (finished shards are skipped)."""
     result = shard_dataset(config)
-    return {"version": result.version, "path": result.path, "counts": result.counts}
+    return {"version": result.version, "path": result.path, "counts": result.counts, "processed": result.processed,
+            "reused": result.reused, "reused_quarantined": result.reused_quarantined,
+            "reused_from": result.reused_from}
 
 
 def _counts_markdown(name: str, summary: dict[str, Any]) -> str:
@@ -29,6 +31,10 @@ def _counts_markdown(name: str, summary: dict[str, Any]) -> str:
         "| input | sharded | quarantined |",
         "|---|---|---|",
         f"| {counts['input']} | {counts['sharded']} | {counts['quarantined']} |",
+        "",
+        f"Videos processed: {summary.get('processed', 0)}; reused from earlier versions "
+        f"({', '.join(summary.get('reused_from', [])) or 'none'}): {summary.get('reused', 0)} samples, "
+        f"{summary.get('reused_quarantined', 0)} quarantine verdicts.",
         "",
         "| quarantine reason | count |",
         "|---|---|",

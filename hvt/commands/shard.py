@@ -51,6 +51,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-checks", type=int, default=6,
                         help="frames compared with the reference decode per video (plus the last two)")
     parser.add_argument("--version", dest="dataset_version", default=None, help="override the derived version id")
+    parser.add_argument("--no-reuse", dest="reuse", action="store_false",
+                        help="process every video again instead of reusing what earlier versions of this dataset "
+                        "stored for an unchanged video (same sha256 and settings); the result is the same")
+    parser.add_argument("--retry-quarantined", action="store_true",
+                        help="process again the videos an earlier version quarantined (default: repeat its verdict)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -92,6 +97,8 @@ def config_from_args(args: argparse.Namespace) -> ShardConfig:
         transcode_policy=policy,
         frame_checks=args.frame_checks,
         version=args.dataset_version,
+        reuse=args.reuse,
+        retry_quarantined=args.retry_quarantined,
     )
 
 
@@ -124,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"version": result.version, "path": result.path, "counts": result.counts,
                           "manifest_url": result.manifest_url, "shards": result.shards,
-                          "shards_written": result.shards_written, "shards_skipped": result.shards_skipped},
+                          "shards_written": result.shards_written, "shards_skipped": result.shards_skipped,
+                          "processed": result.processed, "reused": result.reused,
+                          "reused_quarantined": result.reused_quarantined, "reused_from": result.reused_from},
                   sort_keys=True)
     else:
         counts = result.counts
@@ -133,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
               f"  shards: {result.shards} ({result.shards_written} written, {result.shards_skipped} resumed)")
         for reason, n in counts["by_reason"].items():
             print(f"  {reason:<22} {n}")
+        origin = f" from {', '.join(result.reused_from)}" if result.reused_from else ""
+        print(f"videos: {result.processed} processed, {result.reused} reused{origin}"
+              + (f", {result.reused_quarantined} quarantine verdicts repeated" if result.reused_quarantined else ""))
     return 0
 
 

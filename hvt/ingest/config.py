@@ -34,7 +34,8 @@ class TranscodeOptions(BaseModel):
 
 
 class ShardConfig(BaseModel):
-    """Everything that decides what a sharding run writes (and, apart from ``workers``/``ray_address``, its version id)."""
+    """Everything that decides what a sharding run writes (and, apart from ``workers``, ``ray_address``, ``reuse`` and
+    ``retry_quarantined``, which change only what it costs, its version id)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,6 +76,14 @@ class ShardConfig(BaseModel):
         1.0, ge=0, description="seconds by which a video named <ytid>.* may differ from its segment and count as trimmed"
     )
     version: str | None = Field(None, description="override the derived version id")
+    reuse: bool = Field(
+        True, description="reuse what earlier versions of this dataset stored for an unchanged video (same sha256 and "
+        "settings) instead of probing, checking and re-encoding it again; the result is the same either way",
+    )
+    retry_quarantined: bool = Field(
+        False, description="with reuse: process again the videos an earlier version quarantined (else their verdict "
+        "is repeated without reading more than their bytes)",
+    )
     retries: int = Field(3, ge=0, description="retries for transient storage errors")
 
     @field_validator("name")

@@ -39,15 +39,23 @@ def _is_plain_name(source: str, youtube_id: str) -> bool:
     return stem == youtube_id
 
 
+def may_cut(entry: dict) -> bool:
+    """True when the entry's segment can decide what is stored: its video was found under the plain name
+    ``<ytid>.*``, so it may be a whole video cut to ``[time_start, time_end)``. Otherwise the segment is ignored."""
+    ytid = entry.get("youtube_id")
+    has_segment = entry.get("time_start") is not None and entry.get("time_end") is not None
+    return bool(ytid) and has_segment and _is_plain_name(entry["source"], ytid)
+
+
 def segment_cut(entry: dict, info: VideoInfo, tolerance: float) -> SegmentCut | None:
     """Where the entry's segment lies in its video: None (store the file as it is) or the frames to cut.
 
     ``entry``: a planned entry (``youtube_id``, ``time_start``, ``time_end`` in seconds, ``source``); ``info``:
     the probe of its video (shown frames, fps). Raises :class:`Quarantined` ``segment_out_of_range``.
     """
-    ytid, start, end = entry.get("youtube_id"), entry.get("time_start"), entry.get("time_end")
-    if not ytid or start is None or end is None or not _is_plain_name(entry["source"], ytid):
+    if not may_cut(entry):
         return None
+    ytid, start, end = entry["youtube_id"], entry["time_start"], entry["time_end"]
     start, end = float(start), float(end)
     length = end - start
     duration = info.duration if info.duration > 0 else (info.num_frames / info.fps if info.fps else 0.0)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from hvt import storage
 from hvt.ingest.config import ShardConfig
 from hvt.ingest.plan import FORMAT_VERSION, Plan, ShardSpec, build_plan
+from hvt.ingest.reuse import ReuseLookup, write_version_index
 from hvt.ingest.versions import MANIFEST, QUARANTINE, commit_version, version_path
 from hvt.ingest.writer import ShardTask, finished_stats, with_retries, write_shard
 
@@ -45,6 +46,12 @@ class ShardResult:
     shards_written: int = 0
     shards_skipped: int = 0
     splits: dict = field(default_factory=dict)
+    # Entries whose video was read and settled in this version (probed, checked, maybe re-encoded, or quarantined)
+    # vs. taken from an earlier version (hvt.ingest.reuse); plan-time rejects are in neither.
+    processed: int = 0
+    reused: int = 0
+    reused_quarantined: int = 0
+    reused_from: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,10 +67,18 @@ def shard_dataset(config: ShardConfig, *, progress: Progress | None = None) -> S
     with tempfile.TemporaryDirectory(prefix="hvt-shard-") as workdir:
         plan = build_plan(config, workdir)
         path = version_path(store, config.name, plan.version)
-        tasks = (_task(plan, spec, path, config) for spec in plan.shards)
-        stats, written, skipped = _write_all(tasks, len(plan.shards), config, progress)
+        lookup = ReuseLookup.for_dataset(store, config.name, plan.version, workdir,
+                                         retry_quarantined=config.retry_quarantined) if config.reuse else None
+        try:
+            tasks = (_task(plan, spec, path, config, lookup) for spec in plan.shards)
+            stats, written, skipped = _write_all(tasks, len(plan.shards), config, progress)
+        finally:
+            if lookup is not None:
+                lookup.close()
         stats.sort(key=lambda s: (s["split"], s["index"]))
         counts = _reconcile(plan, stats)
+        with_retries(lambda: write_version_index(path, [s["name"] for s in stats]), retries=config.retries,
+                     what=f"writing the reuse index of {path}")
         quarantine_sha = _write_quarantine(path, plan, stats, config.retries)
         manifest = _manifest(config, plan, stats, counts, quarantine_sha)
         manifest_url = storage.join(path, MANIFEST)
@@ -73,10 +88,11 @@ def shard_dataset(config: ShardConfig, *, progress: Progress | None = None) -> S
         storage.fault_point("commit:manifest")
         commit_version(path, config.name, plan.version, hashlib.sha256(manifest_bytes).hexdigest())
     _remove_stale_temporaries(path, before=started)
+    work = {name: sum(s.get(name, 0) for s in stats) for name in ("processed", "reused", "reused_quarantined")}
     log.info(
-        "dataset %s/%s: %d of %d entries sharded into %d shards, %d quarantined %s",
+        "dataset %s/%s: %d of %d entries sharded into %d shards, %d quarantined %s; %d videos processed, %d reused",
         config.name, plan.version, counts["sharded"], counts["input"], _num_shards(manifest),
-        counts["quarantined"], counts["by_reason"],
+        counts["quarantined"], counts["by_reason"], work["processed"], work["reused"] + work["reused_quarantined"],
     )
     return ShardResult(
         name=config.name,
@@ -88,6 +104,8 @@ def shard_dataset(config: ShardConfig, *, progress: Progress | None = None) -> S
         shards_written=written,
         shards_skipped=skipped,
         splits={k: {n: v[n] for n in ("num_shards", "samples", "bytes")} for k, v in manifest["splits"].items()},
+        reused_from=lookup.versions if lookup is not None else [],
+        **work,
     )
 
 
@@ -95,8 +113,8 @@ def _num_shards(manifest: dict) -> int:
     return sum(split["num_shards"] for split in manifest["splits"].values())
 
 
-def _task(plan: Plan, spec: ShardSpec, path: str, config: ShardConfig) -> ShardTask:
-    return ShardTask(
+def _task(plan: Plan, spec: ShardSpec, path: str, config: ShardConfig, lookup: ReuseLookup | None) -> ShardTask:
+    task = ShardTask(
         version_url=path,
         name=spec.name,
         split=spec.split,
@@ -111,6 +129,9 @@ def _task(plan: Plan, spec: ShardSpec, path: str, config: ShardConfig) -> ShardT
         frame_tolerance=config.frame_tolerance,
         segment_tolerance=config.segment_tolerance,
     )
+    if lookup is not None:
+        task.reuse = lookup.hints(task.entries, task.settings, plan.source["videos"])
+    return task
 
 
 # ---------------------------------------------------------------- running the shard writers

@@ -23,6 +23,7 @@ from hvt.ingest.config import TranscodeOptions
 from hvt.ingest.framecheck import DecodeCheck, check_training_decode
 from hvt.ingest.probe import VideoInfo, probe_video
 from hvt.ingest.reasons import Quarantined
+from hvt.ingest.reuse import ENTRY_FIELDS, recipe, reuse_sample, shard_index_url
 from hvt.ingest.segments import segment_cut
 from hvt.ingest.transcode import transcode_video
 
@@ -66,16 +67,21 @@ class ShardTask:
     frame_checks: int = 6
     frame_tolerance: float = 1.0
     segment_tolerance: float = 1.0
+    # One per entry: what an earlier version stored for it (hvt.ingest.reuse), or None. Not part of the shard's
+    # identity: a hint only saves work, the shard holds the same samples with or without it.
+    reuse: list[dict | None] | None = None
+
+    @property
+    def settings(self) -> dict:
+        """The settings that shape what is stored for an entry (with the video's bytes and the entry's segment)."""
+        return {"min_frames": self.min_frames, "full_decode": self.full_decode, "transcode": self.transcode,
+                "policy": self.policy, "frame_checks": self.frame_checks, "frame_tolerance": self.frame_tolerance,
+                "segment_tolerance": self.segment_tolerance}
 
     @property
     def plan_sha256(self) -> str:
         """Identity of what this shard should contain: a stats file with another digest is stale."""
-        blob = json.dumps(
-            {"entries": self.entries, "min_frames": self.min_frames, "full_decode": self.full_decode,
-             "transcode": self.transcode, "policy": self.policy, "frame_checks": self.frame_checks,
-             "frame_tolerance": self.frame_tolerance, "segment_tolerance": self.segment_tolerance},
-            sort_keys=True,
-        )
+        blob = json.dumps({"entries": self.entries, **self.settings}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     @property
@@ -130,15 +136,31 @@ def _check(data: bytes, info: VideoInfo, task: ShardTask, *, exact_count: bool) 
     )
 
 
-def _prepare_sample(entry: dict, task: ShardTask) -> tuple[bytes, dict]:
-    """Bytes and metadata of one admitted sample, or :class:`Quarantined`.
+def _settle(entry: dict, hint: dict | None, task: ShardTask, note: dict) -> tuple[bytes, dict, bool]:
+    """Bytes and metadata of one admitted sample and whether they were reused, or :class:`Quarantined`.
+
+    Reads the video and records its sha256 in ``note`` (the entry's line in the shard's reuse index); takes what an
+    earlier version stored when ``hint`` holds for these bytes, else processes the video."""
+    data = _read_source(entry["source"], task.retries)
+    note["source_sha256"] = hashlib.sha256(data).hexdigest()
+    reused = reuse_sample(hint, entry, note["source_sha256"])
+    if isinstance(reused, Quarantined):
+        note["reused"] = True
+        raise reused
+    if reused is not None:
+        return reused[0], reused[1], True
+    data, meta = _prepare_sample(data, entry, task)
+    return data, meta, False
+
+
+def _prepare_sample(data: bytes, entry: dict, task: ShardTask) -> tuple[bytes, dict]:
+    """Bytes and metadata of one admitted sample from the video's bytes ``data``, or :class:`Quarantined`.
 
     The probe is the reference (shown frames, upright). A whole video is cut to its segment; a file the training
     decoder would misread or cannot decode is re-encoded (policy ``needed``), every file is (``always``) or such a
     file is quarantined (``never``). What is stored is checked against the reference once more, so the metadata
     says exactly what training will see.
     """
-    data = _read_source(entry["source"], task.retries)
     info = probe_video(data, ext=entry["ext"], min_frames=task.min_frames, full_decode=task.full_decode)
     source_info = info
     cut = segment_cut(entry, info, task.segment_tolerance)
@@ -158,7 +180,7 @@ def _prepare_sample(entry: dict, task: ShardTask) -> tuple[bytes, dict]:
     if because is not None:
         if task.policy == "never":
             raise Quarantined(failure, f"{because}; transcoding is off (policy 'never'): allow it to normalise the file")
-        source_sha256 = hashlib.sha256(data).hexdigest()
+        source_sha256 = hashlib.sha256(data).hexdigest()  # kept in the metadata: the stored bytes are not the source
         first, end = (cut.first_frame, cut.end_frame) if cut is not None else (0, None)
         data, _ = transcode_video(data, TranscodeOptions(**task.transcode), first_frame=first, end_frame=end)
         info = probe_video(data, ext="mp4", min_frames=1)  # the reference of what is stored
@@ -173,16 +195,9 @@ def _prepare_sample(entry: dict, task: ShardTask) -> tuple[bytes, dict]:
         if not verdict.ok:
             raise Quarantined(reasons.DECODER_MISMATCH, f"even after transcoding: {verdict.detail}")
         meta["source_sha256"] = source_sha256
+    meta.update({name: entry[name] for name in ENTRY_FIELDS})
     meta.update(
         {
-            "key": entry["key"],
-            "label": entry["label"],
-            "label_name": entry["label_name"],
-            "youtube_id": entry["youtube_id"],
-            "time_start": entry["time_start"],
-            "time_end": entry["time_end"],
-            "split": entry["split"],
-            "source": entry["source"],
             "sha256": hashlib.sha256(data).hexdigest(),
             "container": info.container,
             "codec": info.codec,
@@ -203,22 +218,30 @@ def _prepare_sample(entry: dict, task: ShardTask) -> tuple[bytes, dict]:
 
 def _write_once(task: ShardTask) -> dict:
     quarantined: list[dict] = []
-    samples = 0
+    index_lines: list[str] = []  # the shard's reuse index (hvt.ingest.reuse), one line per entry settled here
+    counts = {"samples": 0, "processed": 0, "reused": 0, "reused_quarantined": 0}
     digest = {"sha256": None, "bytes": 0}
+    settings = task.settings
+    hints = task.reuse or [None] * len(task.entries)
 
     def admitted():
-        nonlocal samples
-        for entry in task.entries:
+        for entry, hint in zip(task.entries, hints, strict=True):
+            note = {"key": entry["key"], "recipe": recipe(settings, entry), "source": entry["source"],
+                    "size": entry["size"]}
             try:
-                data, meta = _prepare_sample(entry, task)
+                data, meta, reused = _settle(entry, hint, task, note)
             except Quarantined as q:
                 record = {k: entry[k] for k in ("line", "key", "label", "label_name", "youtube_id", "split", "source")
                           if entry.get(k) is not None}
                 quarantined.append({**record, "reason": q.reason, "detail": q.detail})
+                counts["reused_quarantined" if note.pop("reused", False) else "processed"] += 1
+                if "source_sha256" in note:  # a verdict on the file's bytes, not a failure to read it
+                    index_lines.append(json.dumps({**note, "reason": q.reason, "detail": q.detail}, sort_keys=True))
                 log.info("quarantined line %s (%s): %s", entry["line"], entry["source"], q)
                 continue
-            samples += 1
-            yield entry["key"], meta["container"], data, meta
+            counts["samples"] += 1
+            counts["reused" if reused else "processed"] += 1
+            yield entry["key"], meta["container"], data, meta, note
 
     # Stream into the tar, opened lazily: a shard whose every entry is rejected writes no tar at all.
     items = admitted()
@@ -228,14 +251,19 @@ def _write_once(task: ShardTask) -> dict:
             writer = _HashingWriter(handle)
             tar = _tar_writer(writer)
             try:
-                for key, ext, data, meta in _chain(first, items):
+                for key, ext, data, meta, note in _chain(first, items):
+                    start = tar.tarstream.offset  # where the sample's members begin in the tar: a later reuse reads
                     tar.write({"__key__": key, ext: data, "json": json.dumps(meta, sort_keys=True).encode()})
+                    index_lines.append(json.dumps(
+                        {**note, "tar": f"{task.name}.tar", "start": start, "end": tar.tarstream.offset},
+                        sort_keys=True))
             finally:
                 tar.close()
             digest = {"sha256": writer.sha256.hexdigest(), "bytes": writer.bytes}
     by_reason: dict[str, int] = {}
     for record in quarantined:
         by_reason[record["reason"]] = by_reason.get(record["reason"], 0) + 1
+    samples = counts.pop("samples")
     stats = {
         "shard": f"{task.name}.tar" if samples else None,
         "name": task.name,
@@ -248,7 +276,10 @@ def _write_once(task: ShardTask) -> dict:
         "quarantined": quarantined,
         "by_reason": dict(sorted(by_reason.items())),
         "plan_sha256": task.plan_sha256,
+        **counts,
     }
+    # Before the stats file: a shard counts as finished only with its reuse index in place.
+    storage.write_bytes(shard_index_url(task.version_url, task.name), "".join(t + "\n" for t in index_lines).encode())
     storage.write_json(task.stats_url, stats)
     storage.fault_point("shard:stats")
     return stats
