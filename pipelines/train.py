@@ -169,8 +169,10 @@ def ingest(config: TrainConfig, source: VideoSource) -> dict[str, Any]:
     result = shard_dataset(ShardConfig(annotations=source.annotations, videos=source.videos, store=config.store,
                                        name=config.dataset_name, shard_size=source.shard_size,
                                        workers=source.workers))
-    logger.info("ingest: %s %s (%s)", config.dataset_name, result.version, result.counts)
-    return {"version": result.version, "counts": result.counts}
+    logger.info("ingest: %s %s: %d videos processed, %d reused (%s)", config.dataset_name, result.version,
+                result.processed, result.reused + result.reused_quarantined, result.counts)
+    return {"version": result.version, "counts": result.counts, "processed": result.processed,
+            "reused": result.reused + result.reused_quarantined}
 
 
 @task(name="warm-start", cache_policy=NO_CACHE)

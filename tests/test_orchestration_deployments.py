@@ -332,7 +332,7 @@ def test_three_nights_build_then_move_the_champion_then_skip(prefect_stack, tmp_
     assert v2.version == "v2" and v2.lineage["dataset_version"] == d2.version
     assert v2.lineage["init_from"]["version"] == "v1"  # warm-started from the champion
     assert registry.get_alias(store, model) == "v2", logs2[-4000:]
-    assert "ingest: colours" in logs2
+    assert f"ingest: colours {d2.version}: 9 videos processed, 27 reused" in logs2  # only the new ones
 
     proc, run3 = prefect_stack.run_deployment(
         "train-haltingvt/nightly", {"config": _colour_config(store, strong=True), "source": src}, timeout=300)
