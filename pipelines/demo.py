@@ -4,7 +4,7 @@ Synthesizes the motion video set, shards it, trains a small HaltingVT with Ray T
 Ray Data decodes, evaluates on val, registers the model and prints val top-1 and where the report is. While it
 trains, rank 0 logs one line per epoch (``hvt.train.loop.progress_line``)::
 
-    (RayTrainWorker pid=...) epoch 13/20: loss 0.247, val top-1 0.952, 0.0907 GFLOPs/clip, 32.4 clips/s
+    (RayTrainWorker pid=...) epoch 13/20: loss 0.361, val top-1 0.899, 0.0864 GFLOPs/clip, ... clips/s
 
 The run is repeatable: the same config prints the same figures (clips/s aside) every time (shard order,
 shuffle and augmentation are functions of (seed, epoch, sample key); Ray Data keeps the input order; each
@@ -40,9 +40,9 @@ def demo_config(store: str, epochs: int = 20) -> TrainConfig:
     released code); more clips and more epochs both helped, RandAugment, 4 frames, a smaller batch or a stronger
     motion loss did not. What decides the result is whether the model learns, early enough, to tell static from
     moving clips (the motion loss) and then the axis of a translation: in one-process runs of this training
-    loop, lr 1e-3 got there for some seeds and not for others, 5e-4 more consistently. The demo prints
-    ``val top-1: 0.976`` (0.95 from epoch 13) every run on this machine (a CPU whose kernels round differently
-    may land elsewhere). It is still one draw of the data order: the same recipe
+    loop, lr 1e-3 got there for some seeds and not for others, 5e-4 more consistently. The demo prints the same
+    figures every run on one machine and code version (a CPU whose kernels round differently may land elsewhere):
+    ``val top-1: 0.960`` at bf9753f (2026-12-06), 0.976 at e757a6a (2026-12-01). It is still one draw of the data order: the same recipe
     on shards cut at 190 samples (another order) stayed near 0.7 (0.661 after 16 epochs; 0.710 at epoch 14 of
     19). On this 2-core machine a run takes 4.6-4.8 minutes (``python -m pipelines.demo`` and ``make demo``,
     2026-12-01; ``docs/BENCHMARKS.md``).
