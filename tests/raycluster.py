@@ -76,7 +76,8 @@ class RayCluster:
         args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
                 "--num-cpus=0", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                 "--include-dashboard=true", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
-                f"--object-store-memory={self.object_store_bytes}"]
+                f"--object-store-memory={self.object_store_bytes}",
+                f"--dashboard-agent-listen-port={free_port()}"]  # not the default 52365 another Ray may hold
         head = self._start(args, self.tmp / "head.log", {"CPU": 0.0})
         deadline = time.monotonic() + 240
         while True:  # up when the state API (served by the dashboard, which starts last) lists the head alive
@@ -97,7 +98,8 @@ class RayCluster:
         gives up after 30 s when its raylet registers late ("timed out during startup"): that start is retried."""
         args = [str(BIN / "ray"), "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus}", f"--resources={json.dumps(resources)}",
-                f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats"]
+                f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats",
+                f"--dashboard-agent-listen-port={free_port()}"]
         if hidden:
             mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(p))}" for p in hidden)
             args = ["unshare", "--mount", "--propagation", "private", "bash", "-c",

@@ -208,7 +208,10 @@ def ray_head(tmp_path_factory) -> Iterator[str]:
     env.pop("RAY_ADDRESS", None)
     args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--include-dashboard=true",
-            "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+            "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            # the job agent's HTTP port defaults to 52365: another Ray on the machine holding it leaves this head
+            # without a job agent ("No available agent to submit job" for good)
+            f"--dashboard-agent-listen-port={_free_port()}"]
     log = tmp / "ray-head.log"
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
