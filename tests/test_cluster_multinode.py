@@ -14,6 +14,7 @@ joins the cluster, it watches it through the state API.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -66,6 +67,8 @@ def layout(tmp_path_factory):
     """(cluster, train node, decode node, shared folder, hidden folder): the worker nodes see ``shared`` but an
     empty ``hidden``; the train node's workers pause mid-epoch 1 (see the run test)."""
     if not can_unshare():
+        if os.environ.get("CI"):  # CI runs as root with util-linux: the multi-node tests must run there
+            pytest.fail("the multi-node tests need root and unshare (util-linux) to hide a folder from a node")
         pytest.skip("needs root and unshare to hide a folder from a node")
     tmp = tmp_path_factory.mktemp("multinode")
     shared, hidden = tmp / "shared", tmp / "hidden"

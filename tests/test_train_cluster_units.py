@@ -5,7 +5,6 @@ tests/test_cluster_multinode.py."""
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pytest
 import ray.exceptions
@@ -14,7 +13,6 @@ from ray.train import WorkerGroupError
 from hvt.config import ScalingSpec, TrainConfig
 from hvt.data.placement import DECODE_RESOURCE, resolve_decode_resource, task_resources
 from hvt.train.preflight import nodes_to_probe, probe_store
-from hvt.train.ray_env import machine_cores
 from hvt.train.trainer import classify_failure
 
 
@@ -38,10 +36,6 @@ def test_placement_settings_do_not_rename_a_run():
     assert ScalingSpec(use_gpu=True, cpus_per_worker=4).resources_per_worker() == {"CPU": 4, "GPU": 1}
     with pytest.raises(ValueError, match="worker_resources CPU"):
         ScalingSpec(worker_resources={"CPU": 2})
-
-
-def test_a_local_ray_registers_the_cores_this_process_may_use():
-    assert machine_cores() == len(os.sched_getaffinity(0))
 
 
 def _group_error(**failures: BaseException) -> WorkerGroupError:

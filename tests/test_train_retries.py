@@ -82,3 +82,10 @@ def test_a_lost_worker_is_retried_and_the_run_finishes(store, local_ray, monkeyp
     assert "a worker or node was lost" in caplog.text and "retry 1 of 2" in caplog.text
     with result.checkpoint.as_directory() as directory:
         assert Path(directory, "marker").read_text() == "done"
+
+
+def test_a_local_ray_registers_the_machines_cores(local_ray):
+    """ensure_ray's local Ray: as many logical CPUs as the cores this process may run on (was twice as many)."""
+    import ray
+
+    assert ray.cluster_resources()["CPU"] == len(os.sched_getaffinity(0))
