@@ -119,9 +119,6 @@ def test_versions_api(synthetic, tmp_path: Path) -> None:
     (tmp_path / "datasets" / "synth" / "v-unfinished").mkdir()
     (tmp_path / "datasets" / "synth" / "v-unfinished" / "train-000000.tar").write_bytes(b"x")
     new = shard_dataset(_config(synthetic, tmp_path, shard_size=100))
-    record = json.loads((Path(new.path) / "version.json").read_text())
-    record["created_at"] = "2999-01-01T00:00:00+00:00"  # make "newest" unambiguous within one second
-    (Path(new.path) / "version.json").write_text(json.dumps(record))
     versions = list_dataset_versions(str(tmp_path), "synth")
     assert [v.version for v in versions] == [old.version, new.version]
     latest = latest_dataset_version(str(tmp_path), "synth")
@@ -277,3 +274,26 @@ def test_training_side_reads_these_shards(synthetic, tmp_path: Path) -> None:
                 assert not sample.read_error and sample.video[4:8] == b"ftyp"  # an mp4
                 labels.append(sample.label)
     assert sorted(labels) == sorted([i for i in range(3) for _ in range(4)])
+
+
+def test_latest_version_is_the_later_commit_within_one_second(tmp_path: Path) -> None:
+    """Two versions committed back to back (an incremental re-shard takes well under a second) whose ids sort the
+    other way: "latest" is the one committed last, not the larger id; an older record with whole seconds sorts
+    before a later one with microseconds in that second."""
+    from hvt.ingest.versions import MANIFEST, commit_version, version_path
+
+    def commit(version: str) -> None:
+        path = version_path(str(tmp_path), "synth", version)
+        Path(path).mkdir(parents=True)
+        (Path(path) / MANIFEST).write_text(json.dumps({"counts": {"sharded": 1}}))
+        commit_version(path, "synth", version, "0" * 64)
+
+    for version in ("v-ffff", "v-eeee", "v-dddd"):
+        commit(version)
+    assert [v.version for v in list_dataset_versions(str(tmp_path), "synth")] == ["v-ffff", "v-eeee", "v-dddd"]
+    assert latest_dataset_version(str(tmp_path), "synth").version == "v-dddd"
+
+    first = json.loads((tmp_path / "datasets" / "synth" / "v-ffff" / "version.json").read_text())
+    (tmp_path / "datasets" / "synth" / "v-ffff" / "version.json").write_text(json.dumps(
+        {**first, "created_at": first["created_at"][:19] + "+00:00"}))  # as versions written before microseconds
+    assert list_dataset_versions(str(tmp_path), "synth")[0].version == "v-ffff"

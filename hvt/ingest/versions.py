@@ -52,7 +52,9 @@ def commit_version(path: str, name: str, version: str, manifest_sha256: str) -> 
         "name": name,
         "version": version,
         "manifest_sha256": manifest_sha256,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        # microseconds: an incremental re-shard can commit a new version within the second of the previous one,
+        # and "latest" must still be the later of the two
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
     }
     url = storage.join(path, VERSION_FILE)
     blob = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
@@ -97,7 +99,19 @@ def list_dataset_versions(store: str | None, name: str) -> list[DatasetVersion]:
         except (KeyError, TypeError):
             pass
         found.append(DatasetVersion(name, version, path, manifest_url, created_at, num_samples))
-    return sorted(found, key=lambda v: (v.created_at or "", v.version))
+    return sorted(found, key=lambda v: (_created_key(v.created_at), v.version))
+
+
+def _created_key(created_at: str | None) -> dt.datetime:
+    """``created_at`` as an aware datetime for ordering (ISO 8601, seconds or microseconds); unknown sorts first."""
+    oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    if not created_at:
+        return oldest
+    try:
+        when = dt.datetime.fromisoformat(created_at)
+    except (TypeError, ValueError):
+        return oldest
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def latest_dataset_version(store: str | None, name: str) -> DatasetVersion | None:
