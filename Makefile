@@ -26,12 +26,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	HVT_STORE=$${HVT_STORE:-$(STORE)} $(PY) -m pipelines.demo
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests in one process: they share its
+# module fixtures (a local Ray, a Prefect server). The slowest tests are listed at the end.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # The development loop: everything that starts no server, Ray cluster or whole flow (under 3 minutes here).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration"
+	$(PYTEST) -m "not integration"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hvt pipelines tests bench
