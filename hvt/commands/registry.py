@@ -1,4 +1,4 @@
-"""`hvt registry list|show|promote`: versions, metrics and aliases in the store's registry."""
+"""`hvt registry list|show|promote|import`: versions, metrics and aliases in the store's registry."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("registry", help="list, show and promote registered model versions")
+    parser = subparsers.add_parser("registry", help="list, show, promote and import registered model versions")
     sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
 
     listing = sub.add_parser("list", help="versions with their metrics and paths")
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="promote even if it does not pass the policy (nothing is re-scored)")
     from hvt.commands.train import add_promotion_arguments
 
-    add_promotion_arguments(promote)  # default: the policy the version was trained under
+    add_promotion_arguments(promote, shown="the policy the version was trained under")
     promote.set_defaults(func=run_promote)
 
     imp = sub.add_parser(
