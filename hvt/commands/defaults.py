@@ -45,6 +45,17 @@ def config_default(target: str, path: str, render: Callable[[Any], str] | None =
     return read
 
 
+def constant_default(target: str, render: Callable[[Any], str] | None = None) -> Callable[[], str]:
+    """A lazy shown default: the module constant ``target`` (``"hvt.maintenance.gc:DEFAULT_KEEP_RUNS"``)."""
+
+    def read() -> str:
+        module, _, name = target.partition(":")
+        value = getattr(importlib.import_module(module), name)
+        return render(value) if render else render_value(value)
+
+    return read
+
+
 def show_default(action: argparse.Action, value: Any) -> argparse.Action:
     """Make ``action``'s help show ``value`` (or ``value()`` when callable) as its default; returns ``action``."""
     setattr(action, SHOWN_DEFAULT, value)
