@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="older form of --model NAME@REF: vN, latest or an alias of MODEL (default: champion)")
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
     parser.add_argument("--dataset", required=True, help="dataset name in the store")
-    parser.add_argument("--dataset-version", default=None, help="default: newest")
+    parser.add_argument("--dataset-version", default=None, help="dataset version (default: newest)")
     parser.add_argument("--split", default="val", help="dataset split to score")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=1,
