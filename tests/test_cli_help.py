@@ -110,3 +110,25 @@ def test_top_level_help_lists_every_command_with_its_description():
     actions = next(a for a in registry._actions if isinstance(a, argparse._SubParsersAction))
     for action in actions.choices:  # the one-line description names every registry action
         assert action in listed["registry"], f"`hvt --help` does not say registry does {action}"
+
+
+def test_models_lists_every_variant_explains_names_and_marks_the_papers(capsys):
+    import json
+
+    from hvt.model.zoo import NAMING, PAPER_VARIANTS, get_config, list_models
+
+    assert cli.main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["naming"] == NAMING and "gKK" in NAMING and "beta" in NAMING
+    rows = {row["name"]: row for row in listed["models"]}
+    assert list(rows) == list_models()
+    assert {name for name, row in rows.items() if row["paper"]} == set(PAPER_VARIANTS)
+    assert [name for name, row in rows.items() if row["default"]] == ["haltingvt-micro-g03-b10"]
+    g05 = rows["haltingvt-s-g05-b20"]
+    assert (g05["keep_rate"], g05["beta"], g05["width"]) == (0.5, 20.0, get_config("haltingvt-s-g05-b20").embed_dim)
+    assert rows["jointvt-s"]["keep_rate"] is None and rows["jointvt-s"]["beta"] is None
+    assert cli.main(["models", "--paper"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == NAMING
+    assert all(f"{name} " in text for name in PAPER_VARIANTS) and "haltingvt-micro" not in text
+    assert text.count("(paper)") == len(PAPER_VARIANTS)

@@ -52,6 +52,15 @@ def _optim_default(key: str) -> Callable[[], str]:
     return read
 
 
+def _default_recipe() -> str:
+    """The named recipe that ``OptimConfig()`` (what an unset ``--recipe`` trains with) equals."""
+    from typing import get_args
+
+    from hvt.config import OptimConfig, Recipe
+
+    return next((name for name in get_args(Recipe) if OptimConfig.recipe(name) == OptimConfig()), "none")
+
+
 def _sampling_default() -> str:
     from hvt.data.config import DataConfig
 
@@ -92,7 +101,7 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     show_default(parser.add_argument("--recipe", choices=["scratch", "paper-finetune"], default=None,
                                      help="optimiser recipe (paper-finetune: DeiT's Adam 1e-5 fine-tuning); the "
                                      "flags below override it"),
-                 "scratch")
+                 _default_recipe)
     for flag, key, kind, text in (
         ("--epochs", "epochs", int, "epochs"),
         ("--batch-size", "batch_size", int, "clips per worker per step"),
