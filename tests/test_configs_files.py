@@ -48,6 +48,8 @@ def test_hvt_train_with_the_demo_file_trains_make_demos_run(tmp_path, capsys):
                        "--print-config")
     config = TrainConfig.model_validate_json(printed)
     assert config == demo_config(store)
+    # printed in the files' own form: the demo file with the store filled in
+    assert printed == (CONFIGS_DIR / "demo.json").read_text().replace('"store": ""', f'"store": "{store}"', 1)
     assert config.fingerprint() == demo_config(store).fingerprint() == DEMO_FINGERPRINT
     assert config.resolved_run_name("v-1") == demo_config(store).resolved_run_name("v-1")
 
@@ -56,7 +58,7 @@ def test_hvt_train_with_the_demo_file_trains_make_demos_run(tmp_path, capsys):
                                         "--crop-size", "112", "--static-class-loss-weight", "0.5")])
 def test_print_config_round_trips_through_config(tmp_path, capsys, extra):
     store = ("--store", str(tmp_path / "store"))
-    first = _printed(capsys, "train", *store, *extra, "--print-config")
+    first = _printed(capsys, "train", *store, *extra, "--print-config", "--json")  # --json: the same JSON
     path = tmp_path / "printed.json"
     path.write_text(first)
     again = _printed(capsys, "train", "--config", str(path), *store, "--print-config")

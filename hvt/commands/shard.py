@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"hvt shard: error: {err}", file=sys.stderr)
         return 2
     if args.print_config:
-        print(config.model_dump_json(indent=2))
+        emit_json(config.model_dump(mode="json"), indent=2)
         return 0
 
     def progress(done: int, total: int) -> None:

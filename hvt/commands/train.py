@@ -279,8 +279,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def print_config(config: Any) -> None:
-    """Print a resolved config (a pydantic model) as the JSON that ``--config`` reads back to the same config."""
-    print(config.model_dump_json(indent=2))
+    """Print a resolved config (a pydantic model) as the JSON that ``--config`` reads back to the same config,
+    in the form of the files in configs/ (to stdout, also under ``--json``)."""
+    emit_json(config.model_dump(mode="json"), indent=2)
 
 
 def run(args: argparse.Namespace) -> int:
