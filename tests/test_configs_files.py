@@ -132,3 +132,14 @@ def test_training_names_its_run_after_the_dataset_version_it_resolved(tmp_path, 
     pinned_by_the_flow = demo_config(store).model_copy(update={"dataset_version": "v-newest"})
     assert seen[0].dataset_version == "v-newest"
     assert seen[0].resolved_run_name("v-newest") == pinned_by_the_flow.resolved_run_name("v-newest")
+
+
+@pytest.mark.parametrize(("text", "message"), [("[1, 2]", "expected a JSON object, a TrainConfig"),
+                                               ('{"optim": 5}', "'optim' must be a JSON object"),
+                                               ("{", "not valid JSON")])
+def test_a_config_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    assert cli.main(["train", "--config", str(path), "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"hvt train: error: --config {path}: ") and message in err

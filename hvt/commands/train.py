@@ -215,8 +215,14 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise InputError(f"--config {args.config}: file not found") from err
         except json.JSONDecodeError as err:
             raise InputError(f"--config {args.config}: not valid JSON ({err})") from err
+    if not isinstance(base, dict):
+        raise InputError(f"--config {args.config}: expected a JSON object, a TrainConfig (e.g. configs/demo.json or "
+                         "what `hvt train --print-config` prints)")
     for section in ("model", "data", "optim", "scaling", "runtime"):
         base.setdefault(section, {})
+        if not isinstance(base[section], dict):
+            raise InputError(f"--config {args.config}: {section!r} must be a JSON object, e.g. what "
+                             "`hvt train --print-config` prints")
     if args.recipe:
         from hvt.config import OptimConfig
 
