@@ -134,7 +134,7 @@ def test_training_names_its_run_after_the_dataset_version_it_resolved(tmp_path, 
     assert seen[0].resolved_run_name("v-newest") == pinned_by_the_flow.resolved_run_name("v-newest")
 
 
-@pytest.mark.parametrize(("text", "message"), [("[1, 2]", "expected a JSON object, a TrainConfig"),
+@pytest.mark.parametrize(("text", "message"), [("[1, 2]", "expected a JSON object, e.g. what `hvt train --print-config` prints"),
                                                ('{"optim": 5}', "'optim' must be a JSON object"),
                                                ("{", "not valid JSON")])
 def test_a_config_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys, text, message):

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hvt.commands import emit_json
+from hvt.commands import add_config_file_arguments, emit_json, read_config_file
 from hvt.commands.defaults import RawDescriptionDefaultsHelpFormatter, config_default, show_default
 
 if TYPE_CHECKING:
@@ -44,12 +44,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     def transcode_field(action: argparse.Action, field: str) -> None:
         show_default(action, config_default(_TRANSCODE, field))
 
-    parser.add_argument("--config", default=None, metavar="JSON",
-                        help="ShardConfig as a JSON file (what --print-config prints); flags below override it "
-                        "(default: none)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved ShardConfig (after --config and flags) as JSON and exit without "
-                        "sharding: a template for --config")
+    add_config_file_arguments(parser, "ShardConfig", "sharding")
     parser.add_argument("--annotations", default=None,
                         help="Kinetics CSV, AR-Net list, S3D id list or mmaction list (required unless --config "
                         "gives it)")
@@ -122,22 +117,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> ShardConfig:
     """The ``ShardConfig`` of ``--config`` (if given) with the flags given applied; InputError names what is
     missing or malformed, pydantic's ValidationError what is out of range."""
-    import json
 
-    from hvt import storage
     from hvt.errors import InputError
     from hvt.ingest.config import ShardConfig
 
-    base: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        try:
-            base = json.loads(storage.read_text(args.config))
-        except FileNotFoundError as err:
-            raise InputError(f"--config {args.config}: file not found") from err
-        except json.JSONDecodeError as err:
-            raise InputError(f"--config {args.config}: not valid JSON ({err})") from err
-        if not isinstance(base, dict):
-            raise InputError(f"--config {args.config}: expected a JSON object (a ShardConfig)")
+    base = read_config_file(getattr(args, "config", None), "shard")
     for flag, field in CONFIG_FLAGS:
         value = getattr(args, flag, None)
         if value is not None:

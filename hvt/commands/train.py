@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hvt.commands import emit_json
+from hvt.commands import add_config_file_arguments, emit_json, read_config_file
 from hvt.commands.defaults import config_default, field_default, render_value, show_default
 from hvt.errors import InputError
 
@@ -73,12 +73,7 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
 
     Every value flag defaults to None ("not given", so ``--config`` and ``--recipe`` can supply it); its help shows
     the effective default, read from ``TrainConfig`` (``hvt.commands.defaults``)."""
-    parser.add_argument("--config", default=None, metavar="JSON",
-                        help="TrainConfig as a JSON file (e.g. configs/demo.json, or what --print-config prints); "
-                        "flags below override it (default: none: the defaults shown here)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved TrainConfig (after --config and flags) as JSON and exit without "
-                        "training: a template for --config")
+    add_config_file_arguments(parser, "TrainConfig", "training", example="e.g. configs/demo.json")
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
     show_default(parser.add_argument("--dataset", default=None, help="dataset name in the store"),
                  config_default(_TRAIN_CONFIG, "dataset_name"))
@@ -207,17 +202,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     from hvt import storage
     from hvt.config import TrainConfig
 
-    base: dict[str, Any] = {}
-    if args.config:
-        try:
-            base = json.loads(storage.read_text(args.config))
-        except FileNotFoundError as err:
-            raise InputError(f"--config {args.config}: file not found") from err
-        except json.JSONDecodeError as err:
-            raise InputError(f"--config {args.config}: not valid JSON ({err})") from err
-    if not isinstance(base, dict):
-        raise InputError(f"--config {args.config}: expected a JSON object, a TrainConfig (e.g. configs/demo.json or "
-                         "what `hvt train --print-config` prints)")
+    base = read_config_file(args.config, "train")
     for section in ("model", "data", "optim", "scaling", "runtime"):
         base.setdefault(section, {})
         if not isinstance(base[section], dict):
