@@ -57,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_ref and args.model:
         raise InputError(f"--model {args.model_ref} and MODEL {args.model}: name the model once, with --model "
                          "NAME[@REF]")
-    target = resolve_model(args.model_ref, store, legacy_name=args.model, legacy_ref=args.ref, paths=False,
-                           command="hvt evaluate")
+    target = resolve_model(args.model_ref, store, legacy_name=args.model, legacy_ref=args.ref, paths=False)
 
     metrics = evaluate_registered(
         store,

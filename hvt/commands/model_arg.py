@@ -34,7 +34,6 @@ def resolve_model(
     legacy_name: str | None = None,
     legacy_ref: str | None = None,
     paths: bool = True,
-    command: str = "hvt",
 ) -> ModelRef:
     """The model ``--model text`` names in ``store``, with the deprecated separate name / ref folded in.
 
@@ -56,7 +55,7 @@ def resolve_model(
     reference = parse_model_ref(text or "champion", store)
     if reference.path and not paths:
         raise InputError(
-            f"{command} --model {reference.path}: this command takes a registered model; register the file first "
+            f"--model {reference.path}: this command takes a registered model; register the file first "
             "(`hvt registry import NAME --weights FILE --variant VARIANT`), then pass --model NAME[@REF]"
         )
     return reference

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from hvt.predict import predict_video
 
     store = storage.resolve_store(args.store)
-    target = resolve_model(args.model, store, legacy_name=args.registry_name, command="hvt predict")
+    target = resolve_model(args.model, store, legacy_name=args.registry_name)
     if target.path:
         prediction = predict_video(args.video, model=target.path)
     else:
