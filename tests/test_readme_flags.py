@@ -23,8 +23,9 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 GENERATED_MARKER = "<!-- generated below by"
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 _SPAN = re.compile(r"`([^`\n]+)`")
-# `hvt` as a command: at the start, after a space, `(`, `$`, `/bin/` (".venv/bin/hvt"); not `hvt/`, `hvt.x`, `hvt-store`
-_HVT = re.compile(r"(?:^|(?<=[\s($'\"]))(?:\S*/bin/)?hvt(?=\s+\S)")
+# `hvt` as a command: where a command starts (the fragment's start, after `;`, `&&`, `|`, `(`, `$(`), optionally
+# as `.venv/bin/hvt`; not an argument (`ruff check hvt pipelines`), a path (`hvt/ingest`) or a module (`hvt.cli`)
+_HVT = re.compile(r"(?:^|(?:;|&&|\|\||\||\(|\$\())\s*(?:\S*/bin/)?hvt(?=\s+\S)")
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 _MAKE = re.compile(r"(?:^|(?<=[\s($'\"]))make\s+([a-z][a-z0-9-]*)")
 _JOB = re.compile(r"python -m hvt\.train\.job\b([^\n]*)")
