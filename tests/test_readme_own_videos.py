@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parent.parent
 
 # Real clips to stand in for the README's videos, in CSV row order (all 10 s H.264, readable by decord).
@@ -69,6 +67,7 @@ def test_readme_section_is_extracted() -> None:
     assert any(name in c for c in commands[0]), f"hvt shard does not read the CSV the README saves ({name})"
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_readme_own_videos_commands_work(realdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from hvt.cli import main
