@@ -110,5 +110,5 @@ def test_readme_own_videos_commands_work(realdata: Path, tmp_path: Path, capsys:
 
     labels = {r["label"] for r in rows}
     ranked = re.findall(r"^\s+\d\. (.+?)\s+\d+\.\d%$", outputs["predict"], re.M)
-    assert ranked and set(ranked) <= labels and len(ranked) == min(5, len(labels)), outputs["predict"]
+    assert 1 <= len(ranked) <= 5 and set(ranked) <= labels, outputs["predict"]
     assert re.search(r"GFLOPs spent on this clip", outputs["predict"]), outputs["predict"]
