@@ -97,6 +97,9 @@ def test_readme_own_videos_commands_work(realdata: Path, tmp_path: Path, capsys:
         if ray.is_initialized():
             ray.shutdown()
 
+    with capsys.disabled():  # shown with `pytest -s`: what the README's commands printed
+        for command, out in outputs.items():
+            print(f"--- hvt {command}\n{out}")
     counts = re.search(r"entries: (\d+)\s+sharded: (\d+)\s+quarantined: (\d+)", outputs["shard"])
     assert counts, outputs["shard"]
     assert counts.groups() == (str(len(rows)), str(len(rows)), "0"), outputs["shard"]
