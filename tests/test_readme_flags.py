@@ -86,9 +86,9 @@ def _resolve(parser: argparse.ArgumentParser, command: str) -> tuple[str, argpar
         if word.startswith("-"):
             continue  # a global flag before the subcommand (`hvt -v train`) or a flag-only line (`hvt --help`)
         if word not in subs:
-            if target is parser or re.fullmatch(r"[a-z][a-z-]*", word):
+            if re.fullmatch(r"[a-z][a-z-]*", word):
                 return f"{prog} {word}", None
-            break  # a placeholder (`hvt registry ...`): stay at this level
+            break  # a placeholder (`hvt COMMAND`, `hvt registry ...`): stay at this level
         target, prog = subs[word], f"{prog} {word}"
     return prog, target
 
