@@ -159,3 +159,29 @@ def test_the_extraction_sees_what_it_should() -> None:
     resolved = [(_resolve(parser, c)[0], _FLAG.findall(c)) for c in commands]
     assert ("hvt registry show", ["--store", "--bogus"]) in resolved
     assert ("hvt train", ["--store", "--no-such-flag"]) in resolved
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation other than `-` and `_` dropped, spaces to `-`."""
+    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            for line in _FENCE.sub("", markdown).splitlines() if line.startswith("#")}
+
+
+def test_relative_links_resolve() -> None:
+    """Every relative link of README.md and docs/*.md names a file that exists, and a heading there when it has
+    an anchor (a page moved or a heading renamed breaks the link, and this test)."""
+    broken = []
+    for path in DOCS:
+        for target in _LINK.findall(path.read_text(encoding="utf-8")):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file).resolve() if file else path
+            if not resolved.exists():
+                broken.append(f"{path.name}: {target} (no {resolved.relative_to(ROOT)})")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved.read_text(encoding="utf-8")):
+                broken.append(f"{path.name}: {target} (no heading #{anchor})")
+    assert not broken, "broken links:\n" + "\n".join(broken)
