@@ -50,7 +50,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) hvt-store .pytest_cache
 
-# --- Operator targets (README "Operator guide"): a local Prefect server, the deployments, a worker, a Ray head.
+# --- Operator targets (docs/PREFECT.md): a local Prefect server, the deployments, a worker, a Ray head.
 PREFECT_PORT ?= 4200
 PREFECT_API  ?= http://127.0.0.1:$(PREFECT_PORT)/api
 POOL         ?= hvt-local
