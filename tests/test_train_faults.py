@@ -340,13 +340,6 @@ def _freeze_between_mid_checkpoints(run_dir: Path, proc: subprocess.Popen, log: 
         after = seen["step"]
 
 
-def _resumed_attempt(run_dir: Path) -> dict:
-    """The committed end-of-epoch checkpoint of the attempt that started last (after the fault)."""
-    resumed = [s for s in _committed_states(run_dir) if s["attempt_start_step"] > 0 and not s["mid"]]
-    assert resumed, f"no checkpoint came from a resumed attempt: {_committed_states(run_dir)}"
-    return resumed[-1]
-
-
 @pytest.fixture(scope="module")
 def unbroken(tmp_path_factory, dataset_store) -> dict[int, dict[str, float]]:
     """Per-epoch metrics of the same command run to the end without faults, checkpointed only at epoch ends."""
@@ -409,38 +402,7 @@ def test_killed_driver_rerun_resumes_instead_of_restarting(tmp_path, dataset_sto
     _assert_reproduces(run_dir, unbroken)
 
 
-# ------------------------------------------------------------------ (b) a worker dies between mid-epoch checkpoints
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(900)
-def test_worker_killed_between_mid_epoch_checkpoints_resumes_at_the_step(tmp_path, dataset_store, unbroken):
-    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-kill", _checkpoint_every(MID_EVERY))
-    log = tmp_path / "train.log"
-    steps_per_epoch = int(unbroken[0]["step"])
-    proc = _start(command, log)
-    workers: list[int] = []
-    try:
-        workers, newest = _freeze_between_mid_checkpoints(run_dir, proc, log, epoch=1, timeout=300)
-        os.kill(workers[0], signal.SIGKILL)
-        for pid in workers[1:]:
-            os.kill(pid, signal.SIGCONT)
-        _finish(proc, log, timeout=300)
-    finally:
-        for pid in workers[1:]:
-            if _alive(pid):
-                os.kill(pid, signal.SIGCONT)
-        if proc.poll() is None:
-            proc.kill()
-    assert newest["step"] % MID_EVERY == 0 and newest["step"] % steps_per_epoch != 0, newest
-    resumed = _resumed_attempt(run_dir)
-    # it resumed at the step of the newest checkpoint: inside epoch 1, not at its start (the epoch-0 checkpoint,
-    # the best by val top-1, was not taken either)
-    assert resumed["attempt_start_step"] == newest["step"], (newest, resumed)
-    print(f"killed after the checkpoint of step {newest['step']}, resumed at step {resumed['attempt_start_step']}")
-    into = newest["step"] - steps_per_epoch
-    assert f"resumed from epoch 1, {into} steps into it (step {newest['step']})" in log.read_text(errors="replace")
-    _assert_reproduces(run_dir, unbroken)
+# ------------------------------------------------------------------ (b) a spot notice, then a killed worker
 
 
 _STEP_LINE = re.compile(r"RayTrainWorker pid=(\d+)\D.*?epoch (\d+) step (\d+):")
@@ -461,18 +423,22 @@ def _settled_log(log: Path, quiet: float = 3.0, timeout: float = 30.0) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(900)
-def test_worker_stopped_by_sigterm_loses_at_most_n_steps(tmp_path, dataset_store, unbroken):
-    """A spot notice: SIGTERM to a training worker mid-epoch. The run resumes from a step at most MID_EVERY
-    optimiser steps behind the step the workers had reached when the signal came (rank 0 logs every step; the
-    workers are stopped for the moment of the signal so that this step can be read off the log)."""
-    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-sigterm", _checkpoint_every(MID_EVERY))
+@pytest.mark.timeout(1200)
+def test_a_spot_notice_then_a_killed_worker_each_resume_at_a_mid_epoch_checkpoint(tmp_path, dataset_store, unbroken):
+    """One run, two faults, each resumed from a mid-epoch checkpoint, then the epochs equal the unbroken run's.
+
+    Epoch 0, a spot notice: SIGTERM to a training worker. The run resumes from a step at most MID_EVERY optimiser
+    steps behind the step the workers had reached when the signal came (rank 0 logs every step; the workers are
+    stopped for the moment of the signal so that this step can be read off the log).
+    Epoch 1, a lost worker: SIGKILL to one worker while every worker is stopped right after a mid-epoch
+    checkpoint, i.e. between two of them. The run resumes at that checkpoint's step, not at the epoch's start."""
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-faults", _checkpoint_every(MID_EVERY))
     log = tmp_path / "train.log"
     steps_per_epoch = int(unbroken[0]["step"])
     proc = _start(command, log)
     workers: list[int] = []
     try:
-        _wait_for_mid_checkpoint(run_dir, proc, log, epoch=1, after_step=-1, timeout=300)
+        _wait_for_mid_checkpoint(run_dir, proc, log, epoch=0, after_step=-1, timeout=300)
         workers = _train_workers(proc)
         assert workers, f"no RayTrainWorker process under the driver:\n{_tail(log)}"
         for pid in workers:
@@ -482,6 +448,11 @@ def test_worker_stopped_by_sigterm_loses_at_most_n_steps(tmp_path, dataset_store
         os.kill(workers[0], signal.SIGTERM)  # delivered when it continues
         for pid in workers:
             os.kill(pid, signal.SIGCONT)
+
+        workers, newest = _freeze_between_mid_checkpoints(run_dir, proc, log, epoch=1, timeout=300)
+        os.kill(workers[0], signal.SIGKILL)
+        for pid in workers[1:]:
+            os.kill(pid, signal.SIGCONT)
         _finish(proc, log, timeout=300)
     finally:
         for pid in workers:
@@ -489,11 +460,22 @@ def test_worker_stopped_by_sigterm_loses_at_most_n_steps(tmp_path, dataset_store
                 os.kill(pid, signal.SIGCONT)
         if proc.poll() is None:
             proc.kill()
+    text = log.read_text(errors="replace")
+    ends = {s["epoch"]: s for s in _committed_states(run_dir) if not s["mid"]}
+    assert sorted(ends) == [0, 1], _committed_states(run_dir)
+
     assert reached, f"the signalled attempt logged no step:\n{_tail(log)}"
-    signalled_at, resumed_at = max(reached), _resumed_attempt(run_dir)["attempt_start_step"]
+    signalled_at, resumed_at = max(reached), ends[0]["attempt_start_step"]
     print(f"SIGTERM at global step {signalled_at}, resumed at step {resumed_at} (every {MID_EVERY})")
-    assert 0 <= signalled_at - resumed_at <= MID_EVERY, (signalled_at, resumed_at)
-    assert resumed_at > steps_per_epoch  # from a mid-epoch checkpoint of epoch 1, not the epoch-0 one
+    assert 0 < resumed_at < steps_per_epoch and 0 <= signalled_at - resumed_at <= MID_EVERY, (signalled_at, ends)
+    assert f"resumed from epoch 0, {resumed_at} steps into it (step {resumed_at})" in text
+
+    assert newest["step"] % MID_EVERY == 0 and steps_per_epoch < newest["step"] < 2 * steps_per_epoch, newest
+    # it resumed at the step of the newest checkpoint: inside epoch 1, not at its start
+    assert ends[1]["attempt_start_step"] == newest["step"], (newest, ends)
+    print(f"killed after the checkpoint of step {newest['step']}, resumed at step {ends[1]['attempt_start_step']}")
+    into = newest["step"] - steps_per_epoch
+    assert f"resumed from epoch 1, {into} steps into it (step {newest['step']})" in text
     _assert_reproduces(run_dir, unbroken)
 
 
