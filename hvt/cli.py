@@ -17,7 +17,8 @@ from collections.abc import Iterator
 
 # Each command module keeps its module-level imports light (argparse, stdlib): it imports the library when it
 # runs, so `hvt --help` and `hvt COMMAND --help` start in well under a second (tests/test_architecture.py).
-COMMAND_MODULES = ("synth", "shard", "train", "evaluate", "registry", "flops", "predict", "browse", "store")
+COMMAND_MODULES = ("synth", "shard", "train", "evaluate", "registry", "flops", "predict", "browse", "store", "infer",
+                   "export")
 
 
 _STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}

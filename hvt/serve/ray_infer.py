@@ -1,0 +1,108 @@
+"""The Ray Data executor of ``hvt infer``: decoding in CPU tasks, the model in actors with batching.
+
+Each part of a job (``part_size`` inputs) is one Ray Dataset: ``from_items`` (paths only, or the bytes of dataset
+samples) -> ``map`` (:func:`decode_row`, one CPU task per input, ``decode_cpus`` each) -> ``map_batches``
+(:class:`ScoreActor`, ``batch_size`` videos per call; one actor per GPU in bf16 with ``gpu``, else one on the
+CPU). The driver holds one part's rows at a time, never the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from hvt.data import DataConfig
+from hvt.serve.scoring import OK, BatchScorer, Decoded, ServingModel, decode_input, score_decoded
+from hvt.serve.sources import InferInput
+
+log = logging.getLogger(__name__)
+
+
+def _item(row: dict[str, Any]) -> InferInput:
+    return InferInput(id=row["id"], path=row["path"], data=row["data"] or None, read_error=row["read_error"])
+
+
+def decode_row(row: dict[str, Any], data_config: DataConfig) -> dict[str, Any]:
+    """One input row -> the same row with ``clip`` (uint8 ``[V, T, H, W, 3]``; zeros when it failed), ``status``
+    and ``reason``; the video bytes are dropped."""
+    decoded = decode_input(_item(row), data_config)
+    shape = data_config.clip_shape(False)
+    clip = decoded.clip if decoded.status == OK else np.zeros(shape if len(shape) == 5 else (1, *shape), np.uint8)
+    return {"index": row["index"], "id": row["id"], "path": row["path"], "clip": clip,
+            "status": decoded.status, "reason": decoded.reason}
+
+
+class ScoreActor:
+    """A model replica: rebuilds the scorer once, then scores batches of decoded rows into output rows."""
+
+    def __init__(self, serving: ServingModel | Any, gpu: bool, top_k: int, batch_size: int) -> None:
+        import ray
+        import torch
+
+        from hvt.evaluation.evaluator import select_device
+
+        if not gpu:
+            torch.set_num_threads(1)  # the actor's CPU share; decode tasks run beside it
+        if isinstance(serving, ray.ObjectRef):
+            serving = ray.get(serving)
+        self.scorer = BatchScorer(serving, select_device(gpu), top_k, batch_size)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        decoded = [
+            Decoded(InferInput(id=str(i), path=str(p)), clip if status == OK else None, str(status), str(reason))
+            for i, p, clip, status, reason in zip(
+                batch["id"], batch["path"], batch["clip"], batch["status"], batch["reason"], strict=True
+            )
+        ]
+        rows = score_decoded(self.scorer, decoded)
+        out: dict[str, list] = {"index": [int(i) for i in batch["index"]]}
+        for name in rows[0]:
+            out[name] = [r[name] for r in rows]
+        return out
+
+
+def ray_part_scorer(config: Any, serving: ServingModel):  # noqa: ANN201 - a PartScorer
+    """A ``PartScorer`` (``hvt.serve.infer``) that scores each part with Ray Data on the running (or a new
+    local) Ray. ``config``: the job's ``InferConfig``."""
+    import ray
+
+    from hvt.train.ray_env import ensure_ray
+
+    ensure_ray()
+    serving_ref = ray.put(serving)
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if config.gpu else 0
+    if config.gpu and gpus < 1:
+        from hvt.evaluation.evaluator import DeviceError
+
+        raise DeviceError("--gpu: the Ray cluster has no GPU; drop --gpu to run the model on CPUs")
+    actors = max(1, gpus)
+
+    def score_part(items: list[InferInput]) -> list[dict[str, Any]]:
+        rows = [{"index": i, "id": it.id, "path": it.path, "data": it.data or b"", "read_error": it.read_error}
+                for i, it in enumerate(items)]
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+        ds = ds.map(decode_row, fn_kwargs={"data_config": serving.data_config}, num_cpus=config.decode_cpus)
+        ds = ds.map_batches(
+            ScoreActor,
+            fn_constructor_args=(serving_ref, config.gpu, config.top_k, config.batch_size),
+            batch_size=config.batch_size,
+            batch_format="numpy",
+            concurrency=actors,
+            num_gpus=1 if config.gpu else 0,
+            num_cpus=0 if config.gpu else 1,
+        )
+        scored = sorted(ds.take_all(), key=lambda r: r["index"])
+        return [{k: _plain(v) for k, v in r.items() if k != "index"} for r in scored]
+
+    return score_part
+
+
+def _plain(value: Any) -> Any:
+    """numpy values Ray hands back -> the Python values of a row (lists, floats, str, None)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
