@@ -228,9 +228,10 @@ def export_model(
             reloaded = torch.export.load(io.BytesIO(data)).module()
             other = tuple(t.detach().float().numpy() for t in reloaded(example))
     parity = _parity(eager, other, described, len(clips))
-    if parity["max_abs_logit_diff"] > PARITY_TOLERANCE:
-        raise ExportError(f"--format {fmt}: the exported graph's logits differ from eager by "
-                          f"{parity['max_abs_logit_diff']:.2e} (> {PARITY_TOLERANCE}); nothing written to {out}")
+    if parity["max_abs_logit_diff"] > PARITY_TOLERANCE or parity["max_abs_gflops_diff"] > 1e-6:
+        raise ExportError(f"--format {fmt}: the exported graph differs from eager (max |logit diff| "
+                          f"{parity['max_abs_logit_diff']:.2e}, tolerance {PARITY_TOLERANCE}; max |GFLOPs diff| "
+                          f"{parity['max_abs_gflops_diff']:.2e}); nothing written to {out}")
     storage.write_bytes(out, data)
     log.info("exported %s (%s mode) to %s: max |logit diff| %.2e on %s", serving.loaded.describe(), serving.mode,
              out, parity["max_abs_logit_diff"], described)
