@@ -28,29 +28,20 @@ from pydantic import BaseModel, Field
 
 from hvt import storage
 from hvt.errors import InputError
-from hvt.serve.scoring import OK, BatchScorer, ServingModel, decode_input, load_serving_model, score_decoded
+from hvt.serve.scoring import (
+    OK,
+    ROW_SCHEMA,
+    BatchScorer,
+    ServingModel,
+    decode_input,
+    load_serving_model,
+    score_decoded,
+)
 from hvt.serve.sources import InferInput, open_source
 
 log = logging.getLogger(__name__)
 
 JOB_FILE, SUMMARY_FILE = "_job.json", "_summary.json"
-ROW_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("path", pa.string()),
-    ("status", pa.string()),
-    ("reason", pa.string()),
-    ("labels", pa.list_(pa.string())),  # top-k class names, best first
-    ("probs", pa.list_(pa.float64())),  # their probabilities (mean over views of the softmax)
-    ("top1", pa.string()),
-    ("top1_prob", pa.float64()),
-    ("gflops", pa.float64()),  # GFLOPs spent on the whole video (all views)
-    ("gflops_per_view", pa.list_(pa.float64())),
-    ("views", pa.int32()),
-    ("mean_halting_depth", pa.float64()),  # blocks a surviving patch token went through, mean over views
-    ("model", pa.string()),
-    ("version", pa.string()),
-    ("halted_token_mode", pa.string()),
-])
 
 
 class InferConfig(BaseModel):

@@ -12,9 +12,10 @@ import logging
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from hvt.data import DataConfig
-from hvt.serve.scoring import OK, BatchScorer, Decoded, ServingModel, decode_input, score_decoded
+from hvt.serve.scoring import OK, ROW_SCHEMA, BatchScorer, Decoded, ServingModel, decode_input, score_decoded
 from hvt.serve.sources import InferInput
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ScoreActor:
             serving = ray.get(serving)
         self.scorer = BatchScorer(serving, select_device(gpu), top_k, batch_size)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         decoded = [
             Decoded(InferInput(id=str(i), path=str(p)), clip if status == OK else None, str(status), str(reason))
             for i, p, clip, status, reason in zip(
@@ -57,10 +58,8 @@ class ScoreActor:
             )
         ]
         rows = score_decoded(self.scorer, decoded)
-        out: dict[str, list] = {"index": [int(i) for i in batch["index"]]}
-        for name in rows[0]:
-            out[name] = [r[name] for r in rows]
-        return out
+        table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)  # explicit types: None, empty lists and all
+        return table.append_column("index", pa.array([int(i) for i in batch["index"]], pa.int64()))
 
 
 def ray_part_scorer(config: Any, serving: ServingModel):  # noqa: ANN201 - a PartScorer

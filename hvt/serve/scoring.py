@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from hvt import storage
@@ -27,6 +28,24 @@ log = logging.getLogger(__name__)
 # Row status values: every input gets exactly one row with one of these.
 OK, MISSING, UNREADABLE, UNDECODABLE, UNSUPPORTED = "ok", "missing", "unreadable", "undecodable", "unsupported"
 STATUSES = (OK, MISSING, UNREADABLE, UNDECODABLE, UNSUPPORTED)
+# The columns of an output row (hvt infer's Parquet), in order.
+ROW_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("path", pa.string()),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("labels", pa.list_(pa.string())),  # top-k class names, best first
+    ("probs", pa.list_(pa.float64())),  # their probabilities (mean over views of the softmax)
+    ("top1", pa.string()),
+    ("top1_prob", pa.float64()),
+    ("gflops", pa.float64()),  # GFLOPs spent on the whole video (all views)
+    ("gflops_per_view", pa.list_(pa.float64())),
+    ("views", pa.int32()),
+    ("mean_halting_depth", pa.float64()),  # blocks a surviving patch token went through, mean over views
+    ("model", pa.string()),
+    ("version", pa.string()),
+    ("halted_token_mode", pa.string()),
+])
 _VIDEO_EXTENSIONS = {"mp4", "mkv", "webm", "avi", "mov", "m4v", "gif", "mpg", "mpeg", "wmv", "flv", "3gp", "ts"}
 
 

@@ -71,6 +71,7 @@ class FolderSource(InferSource):
 
     def _walk(self, folder: str) -> Iterator[str]:
         entries = sorted(self.fs.ls(folder, detail=True), key=lambda e: e["name"])  # one directory per call
+        self.fs.invalidate_cache(folder)  # object-store listings are cached per directory: keep none of them
         subdirs = []
         for entry in entries:
             name = entry["name"].rstrip("/")
