@@ -16,7 +16,7 @@ from shared_data import shared_path
 from test_predict import register_tiny
 
 from hvt.errors import InputError
-from hvt.predict import predict_video
+from hvt.predict import load_model, predict_video
 from hvt.serve.infer import InferConfig, local_part_scorer, read_rows, run_infer
 from hvt.serve.sources import SourceError, open_source
 
@@ -95,10 +95,11 @@ def test_one_row_per_input_with_its_status(archive, unbroken):
 
 def test_top1_equals_hvt_predict_on_each_file(archive, store, unbroken):
     _, rows = unbroken
+    loaded = load_model("champion", store=store)  # what `hvt predict --model champion` loads, once
     for row in rows:
         if row["status"] != "ok":
             continue
-        prediction = predict_video(row["path"], model="champion", store=store)
+        prediction = predict_video(row["path"], model=loaded)
         assert row["top1"] == prediction.top5[0].label, row["id"]
         assert row["top1_prob"] == pytest.approx(prediction.top5[0].prob, abs=1e-5), row["id"]
         assert row["gflops"] == pytest.approx(prediction.gflops, rel=1e-6), row["id"]
