@@ -16,6 +16,7 @@ spend; ``remove`` (tokens physically dropped, compute really shrinks) has data-d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -178,9 +179,12 @@ def _refuse_remove(err: BaseException) -> ExportError:
 
 def _export_program(graph: ServingGraph, example: Tensor, mode: str) -> torch.export.ExportedProgram:
     batch = torch.export.Dim("batch", min=1, max=1024)
+    noise = io.StringIO()  # on a failed capture torch prints the partial graph (hundreds of lines)
     try:
-        return torch.export.export(graph, (example,), dynamic_shapes={"clips": {0: batch}})
-    except Exception as err:  # torch raises many types for untraceable code (UserError, GuardOnDataDependent...)
+        with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+            return torch.export.export(graph, (example,), dynamic_shapes={"clips": {0: batch}})
+    except Exception as err:
+        log.debug("torch.export output:\n%s", noise.getvalue())  # torch raises many types for untraceable code (UserError, GuardOnDataDependent...)
         if mode == "remove" and graph.network.config.halting:
             raise _refuse_remove(err) from None
         raise
