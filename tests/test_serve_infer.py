@@ -202,3 +202,31 @@ def test_bad_inputs_are_one_line_errors(store, tmp_path, capsys):
         assert main(["infer", *args, "--store", store, "--out", str(tmp_path / "o"), "--local"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(expected) and "Traceback" not in "\n".join(err), err
+
+
+def test_object_store_prefix_is_listed_one_folder_at_a_time(store, tmp_path):
+    """A prefix on an fsspec object store (memory:// here, s3:// in production): sorted, recursive, hidden skipped."""
+    import fsspec
+
+    inputs = shared_path("inputs")
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/hvt-bucket/clips/b.mp4": (inputs / "frame_index_h264.mp4").read_bytes(),
+             "/hvt-bucket/clips/a/x.webm": (inputs / "vp9.webm").read_bytes(),
+             "/hvt-bucket/clips/.partial.mp4": b"", "/hvt-bucket/clips/c.mp4": b"not a video"})
+    try:
+        calls = []
+        listing = fs.ls
+        fs.ls = lambda path, detail=True, **kw: calls.append(path) or listing(path, detail=detail, **kw)
+        source = open_source("memory://hvt-bucket/clips")
+        assert [(i.id, i.path) for i in source] == [
+            ("b.mp4", "memory:///hvt-bucket/clips/b.mp4"), ("c.mp4", "memory:///hvt-bucket/clips/c.mp4"),
+            ("a/x.webm", "memory:///hvt-bucket/clips/a/x.webm")]
+        assert calls == ["/hvt-bucket/clips", "/hvt-bucket/clips/a"]  # one listing call per folder
+        del fs.ls
+        summary = run_infer(_config("memory://hvt-bucket/clips", str(tmp_path / "out"), store))
+        rows = read_rows(str(tmp_path / "out")).to_pylist()
+        assert [(r["id"], r["status"]) for r in rows] == [("b.mp4", "ok"), ("c.mp4", "undecodable"),
+                                                          ("a/x.webm", "ok")]
+        assert summary["ok"] == 2
+    finally:
+        fs.rm("/hvt-bucket", recursive=True)
