@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 STORE  ?= ./hvt-store
 
-.PHONY: venv demo test test-fast lint bench-model clean
+.PHONY: venv demo configs test test-fast lint bench-model clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# ARGS go to the demo: make demo ARGS="--augment-on decode" (python -m pipelines.demo --help lists them)
+ARGS ?=
 demo: $(STAMP)
-	HVT_STORE=$${HVT_STORE:-$(STORE)} $(PY) -m pipelines.demo
+	HVT_STORE=$${HVT_STORE:-$(STORE)} $(PY) -m pipelines.demo $(ARGS)
+
+# configs/ from the code that defines them (the demo's and the paper's); a test fails while they differ
+configs: $(STAMP)
+	$(PY) -m pipelines.configs write configs
 
 # Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests in one process: they share its
 # module fixtures (a local Ray, a Prefect server). The slowest tests are listed at the end.
@@ -44,7 +50,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) hvt-store .pytest_cache
 
-# --- Operator targets (README "Operator guide"): a local Prefect server, the deployments, a worker, a Ray head.
+# --- Operator targets (docs/PREFECT.md): a local Prefect server, the deployments, a worker, a Ray head.
 PREFECT_PORT ?= 4200
 PREFECT_API  ?= http://127.0.0.1:$(PREFECT_PORT)/api
 POOL         ?= hvt-local

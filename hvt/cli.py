@@ -1,7 +1,9 @@
-"""`hvt` — the command line over the library: synthesize, shard, train, evaluate, registry, flops, predict.
+"""`hvt` — the command line over the library: synth, shard, train, evaluate, registry, predict, models, flops,
+browse, store.
 
 Each subcommand lives in ``hvt/commands/<name>.py`` and exposes ``register(subparsers)``; the handler returns
 an exit code. Errors a user can fix are printed as one line (what failed, on which input, what to do), exit 2.
+Every option's help shows its effective default (``hvt.commands.defaults``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import os
 import sys
 from collections.abc import Iterator
 
+from hvt.commands.defaults import apply_formatter
+
 # Each command module keeps its module-level imports light (argparse, stdlib): it imports the library when it
 # runs, so `hvt --help` and `hvt COMMAND --help` start in well under a second (tests/test_architecture.py).
-COMMAND_MODULES = ("synth", "shard", "train", "evaluate", "registry", "flops", "predict", "browse", "store", "infer",
-                   "export")
+COMMAND_MODULES = (
+    "synth", "shard", "train", "evaluate", "registry", "predict", "models", "flops", "browse", "store",
+    "infer", "export",
+)
 
 
 _STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -32,14 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hvt",
         description=(
-            "HaltingVT pipeline. Stages: synth (make a synthetic motion video set) -> shard (videos + annotations "
-            "-> WebDataset shards) -> train (Ray Train, then evaluate and register) -> evaluate -> registry."
+            "HaltingVT pipeline: synth (a synthetic motion video set) -> shard (videos + annotations -> versioned "
+            "WebDataset shards) -> train (Ray Train, then evaluate and register) -> evaluate / predict with a "
+            "registered model (--model NAME[@REF]). Every option's help shows its default; `hvt train "
+            "--print-config` prints a whole training config, configs/ holds the demo's and the paper's."
         ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"hvt.commands.{name}").register(subparsers)
+    apply_formatter(parser)
     return parser
 
 

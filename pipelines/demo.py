@@ -11,11 +11,16 @@ shuffle and augmentation are functions of (seed, epoch, sample key); Ray Data ke
 training worker runs a fixed number of torch threads).
 
     python -m pipelines.demo [--store DIR] [--epochs N] [--augment-on decode|device]
+    make demo ARGS="--augment-on decode"          # the same flags through make
+
+It trains configs/demo.json (this module's ``demo_config``): ``hvt train --config configs/demo.json --store DIR``
+trains the same run without Prefect, once the synthetic set is sharded into DIR.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
@@ -101,13 +106,22 @@ def start_prefect_api() -> threading.Thread | None:
     return thread
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """`python -m pipelines.demo`'s flags (`make demo ARGS="..."` passes them on); defaults from demo_config."""
+    defaults = inspect.signature(demo_config).parameters
+    parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=defaults["epochs"].default,
+                        help="training epochs (default: %(default)s)")
     parser.add_argument("--augment-on", choices=["decode", "device"], default=None,
-                        help="where training clips are augmented (DataConfig.augment_on; default: the project's)")
-    args = parser.parse_args(argv)
+                        help="where training clips are augmented: by the decode workers or on the training device "
+                        f"(default: {demo_config('').data.augment_on}, DataConfig.augment_on)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Ray Data narrates every execution of a dataset (two per epoch) at INFO; the demo shows its per-epoch line
     # instead. Set before Ray starts, so that its worker processes inherit it; warnings still show.

@@ -88,6 +88,49 @@ def test_cluster_deployment_targets_gpu_workers_through_the_jobs_api():
     assert config.optim.model_dump() == OptimConfig.paper_finetune().model_dump()
 
 
+PAPER_CONFIG = REPO / "configs/paper-haltingvt-s-g05-b20.json"
+
+
+def _deployment(name: str, entrypoint: str) -> dict:
+    (found,) = [d for d in _prefect_yaml()["deployments"] if d["name"] == name and d["entrypoint"].startswith(entrypoint)]
+    return found
+
+
+def test_rayjob_cluster_deployment_and_the_paper_config_file_are_one_config():
+    """infra/k8s/rayjob.yaml holds configs/paper-haltingvt-s-g05-b20.json verbatim; the `cluster` deployment
+    trains the same config (its YAML may leave defaults out)."""
+    docs = {d["kind"]: d for d in yaml.safe_load_all((INFRA / "k8s/rayjob.yaml").read_text())}
+    in_rayjob = json.loads(docs["ConfigMap"]["data"]["train-config.json"])
+    from_file = json.loads(PAPER_CONFIG.read_text())
+    assert in_rayjob == from_file
+    cluster = _deployment("cluster", "pipelines/train.py")["parameters"]["config"]
+    assert TrainConfig.model_validate(cluster).model_dump(mode="json") == from_file
+
+
+def test_every_deployment_evaluates_what_the_training_deployments_register():
+    """`evaluate-haltingvt/local` with its defaults, run after `local` or `nightly` with theirs, finds the model
+    they registered, on the dataset they trained on; both are what `make demo` trains (configs/demo.json)."""
+    demo = json.loads((REPO / "configs/demo.json").read_text())
+    trained = {(TrainConfig.model_validate(_deployment(name, "pipelines/train.py")["parameters"]["config"])
+                .resolved_registry_name(),
+                TrainConfig.model_validate(_deployment(name, "pipelines/train.py")["parameters"]["config"]).dataset_name)
+               for name in ("local", "nightly")}
+    assert trained == {(demo["model"]["name"], demo["dataset_name"])}
+    evaluate = _deployment("local", "pipelines/evaluate.py")["parameters"]
+    assert {(evaluate["model"], evaluate["dataset_name"])} == trained
+    flow = _flow("pipelines/evaluate.py:evaluate_haltingvt")
+    assert flow.validate_parameters(evaluate)["ref"] == "champion"
+
+
+def test_prefect_yaml_creates_the_work_pool_as_make_deploy_does():
+    """The commands in prefect.yaml's header create the pool with the Makefile's base job template."""
+    makefile = (REPO / "Makefile").read_text()
+    template = re.search(r"--base-job-template (\S+)", makefile).group(1)
+    assert (REPO / template).is_file()
+    header = [line for line in (REPO / "prefect.yaml").read_text().splitlines() if "work-pool create" in line]
+    assert header and all(f"--base-job-template {template}" in line for line in header)
+
+
 def test_local_deployment_config_is_cpu_sized():
     (local,) = [d for d in _prefect_yaml()["deployments"] if d["name"] == "local"
                 and d["entrypoint"].startswith("pipelines/train.py")]
@@ -148,7 +191,9 @@ def test_kuberay_rayjob_manifest_runs_our_entrypoint_with_a_valid_config():
     assert spec["entrypoint"].startswith("python -m hvt.train.job --config-file /etc/hvt/")
     assert spec["shutdownAfterJobFinishes"] is True
     config = TrainConfig.model_validate_json(config_map["data"]["train-config.json"])
-    assert config.store.startswith("s3://") and config.scaling.use_gpu
+    assert config.store == "" and config.scaling.use_gpu  # "": the job's $HVT_STORE, an s3:// store
+    env = yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]
+    assert env["HVT_STORE"].startswith("s3://")
     cluster = spec["rayClusterSpec"]
     head = cluster["headGroupSpec"]["template"]["spec"]
     assert any(v["configMap"]["name"] == config_map["metadata"]["name"] for v in head["volumes"])

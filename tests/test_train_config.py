@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from hvt.commands.train import add_train_config_arguments, train_config_from_args
-from hvt.config import TrainConfig
+from hvt.config import OptimConfig, TrainConfig
 from hvt.errors import InputError
 from hvt.train.schedule import warmup_cosine_factor
 
@@ -76,9 +76,21 @@ def test_static_clip_class_loss_can_be_switched_off():
 
     y = torch.tensor([0, 0])
     motion_y = torch.tensor([1, 0])  # real, static
-    paper = compute_loss(Out(), y, motion_y, TrainConfig())
+    paper = compute_loss(Out(), y, motion_y, TrainConfig(optim={"static_class_loss_weight": 1.0}))
     motion_only = compute_loss(Out(), y, motion_y, TrainConfig(optim={"static_class_loss_weight": 0.0}))
     assert motion_only["ce"] < 0.05 < paper["ce"]
+
+
+def test_static_class_loss_weight_follows_the_recipe_and_the_flag(tmp_path):
+    """Scratch (the default, for the synthetic set whose class lives only in motion) leaves static clips out of
+    the class loss; the paper's fine-tuning counts them fully; --static-class-loss-weight overrides either."""
+    assert OptimConfig().static_class_loss_weight == OptimConfig.scratch().static_class_loss_weight == 0.0
+    assert OptimConfig.paper_finetune().static_class_loss_weight == 1.0
+    store = ("--store", str(tmp_path))
+    assert train_config_from_args(_args(*store)).optim.static_class_loss_weight == 0.0
+    assert train_config_from_args(_args(*store, "--recipe", "paper-finetune")).optim.static_class_loss_weight == 1.0
+    given = _args(*store, "--recipe", "paper-finetune", "--static-class-loss-weight", "0.25")
+    assert train_config_from_args(given).optim.static_class_loss_weight == 0.25
 
 
 def test_the_model_takes_its_clip_geometry_from_the_data_config(tmp_path):

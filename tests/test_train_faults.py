@@ -1,7 +1,8 @@
-"""Faults: a killed Ray Train worker or a killed driver resumes from the last checkpoint and reproduces, epoch for
+"""Faults: a killed driver's re-run resumes from the last (end-of-epoch) checkpoint and reproduces, epoch for
 epoch, the metrics of an unbroken run of the same command; with mid-epoch checkpoints (``--checkpoint-every``) a
-worker killed between two of them, or stopped by SIGTERM (a spot notice), resumes at the checkpoint's step and
-reproduces them too; a tampered registry checkpoint is refused by the CLI.
+Ray Train worker killed between two of them, or stopped by SIGTERM (a spot notice), resumes at the checkpoint's
+step and reproduces them too; a tampered registry checkpoint is refused by the CLI. (A worker lost with only
+end-of-epoch checkpoints: tests/test_train_retries.py.) One unbroken run is the reference for all of them.
 
 Reproducibility bound: exact. Every epoch's train loss / CE / ponder / motion / GFLOPs, val top-1 / top-5 and
 counts of a killed-and-resumed run equal the unbroken run's bit for bit, and so do the epochs before the kill
@@ -32,10 +33,10 @@ import pytest
 import torch
 
 from hvt import registry
-from hvt.config import ModelSpec, OptimConfig, ScalingSpec, TrainConfig
+from hvt.config import ModelSpec, OptimConfig, RuntimeSpec, ScalingSpec, TrainConfig
 from hvt.data import DataConfig
 
-EPOCHS = 3
+EPOCHS = 2
 MODEL = "haltingvt-nano-g05-b10"
 
 
@@ -49,8 +50,9 @@ def _tiny_config(store: str) -> TrainConfig:
         model=ModelSpec(name=MODEL),
         data=DataConfig(num_frames=8, frame_interval=2, train_short_side=(32, 40), test_short_side=32,
                         crop_size=32, randaugment=True, static_clips=True, decode_cpus=0.5),
-        optim=OptimConfig(epochs=EPOCHS, warmup_epochs=1, batch_size=4, lr=1e-3),
+        optim=OptimConfig(epochs=EPOCHS, warmup_epochs=1, batch_size=1, lr=1e-3),
         scaling=ScalingSpec(num_workers=2, cpus_per_worker=0.5, max_failures=2, keep_checkpoints=EPOCHS + 2),
+        runtime=RuntimeSpec(log_every_steps=1),
     )
 
 
@@ -222,23 +224,6 @@ def _assert_reproduces(run_dir: Path, unbroken: dict[int, dict[str, float]], epo
         assert not diff, f"epoch {epoch} differs from the unbroken run (got, unbroken): {diff}"
 
 
-@pytest.fixture(scope="module")
-def unbroken(tmp_path_factory, dataset_store) -> dict[int, dict[str, float]]:
-    """Per-epoch metrics of the same command run to the end without faults."""
-    tmp_path = tmp_path_factory.mktemp("unbroken")
-    command, run_dir = _prepare_run(tmp_path, dataset_store, "unbroken")
-    log = tmp_path / "train.log"
-    _finish(_start(command, log), log, timeout=420)
-    metrics = _epoch_metrics(run_dir)
-    assert sorted(metrics) == list(range(EPOCHS)), _tail(log)
-    # every epoch counts each undecodable sample once, over both workers, and trains on every good one
-    _, _, good = dataset_store
-    for epoch, m in metrics.items():
-        assert (m["train_decode_failures"], m["train_clips"]) == (UNDECODABLE["train"], good["train"]), epoch
-        assert (m["val_decode_failures"], m["val_clips"]) == (UNDECODABLE["val"], good["val"]), epoch
-    return metrics
-
-
 def _finish(proc: subprocess.Popen, log: Path, timeout: float) -> dict:
     try:
         proc.wait(timeout=timeout)
@@ -264,86 +249,18 @@ def _reap(pids: list[int], grace: float = 30.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-# ------------------------------------------------------------------ (a) a worker dies mid-epoch
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(780)
-def test_killed_worker_resumes_from_last_checkpoint(tmp_path, dataset_store, unbroken):
-    command, run_dir = _prepare_run(tmp_path, dataset_store, "worker-kill")
-    log = tmp_path / "train.log"
-    proc = _start(command, log)
-    try:
-        _wait_for_checkpoint(run_dir, proc, log, timeout=200)
-        workers = [pid for pid in _descendants(proc.pid) if "RayTrainWorker" in _cmdline(pid)]
-        assert workers, f"no RayTrainWorker process under the driver:\n{_tail(log)}"
-        committed = len(_registered_checkpoints(run_dir))
-        os.kill(workers[0], signal.SIGKILL)
-        summary = _finish(proc, log, timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert not _alive(workers[0])
-    states = _checkpoint_states(run_dir)
-    epochs = [s["epoch"] for s in states]
-    assert epochs == list(range(EPOCHS)), f"each epoch checkpointed once, none redone from 0: {states}"
-    restarted = [s for s in states if s["attempt_start_epoch"] > 0]
-    assert restarted, f"no checkpoint came from a resumed attempt: {states}"
-    # the resumed attempt began right after the last checkpoint committed before (or while) the worker died
-    assert restarted[0]["attempt_start_epoch"] >= committed
-    assert summary["metrics"]["epoch"] <= EPOCHS - 1
-    _assert_reproduces(run_dir, unbroken)
-
-
-# ------------------------------------------------------------------ (b) the driver dies
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(780)
-def test_killed_driver_rerun_resumes_instead_of_restarting(tmp_path, dataset_store, unbroken):
-    command, run_dir = _prepare_run(tmp_path, dataset_store, "driver-kill")
-    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
-    first = _start(command, first_log)
-    try:
-        _wait_for_checkpoint(run_dir, first, first_log, timeout=200)
-        started_by_first = _descendants(first.pid)  # its local Ray: GCS, raylet, workers
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    _reap(started_by_first)
-    before = _checkpoint_states(run_dir)
-    assert before and before[-1]["epoch"] < EPOCHS - 1, f"killed too late to test resuming: {before}"
-    killed_at = time.time()
-
-    second = _start(command, second_log)  # the same command, as a retried flow run would issue it
-    summary = _finish(second, second_log, timeout=300)
-    after = [s for s in _checkpoint_states(run_dir) if s["mtime"] > killed_at]
-    assert after, f"the re-run committed no checkpoint:\n{_tail(second_log)}"
-    assert after[0]["epoch"] == before[-1]["epoch"] + 1, f"re-run did not continue the run: {before} -> {after}"
-    assert all(s["attempt_start_epoch"] == before[-1]["epoch"] + 1 for s in after)
-    assert [s["epoch"] for s in before + after] == list(range(EPOCHS))
-    assert "resumed from epoch" in second_log.read_text(errors="replace")
-    assert summary["run"] == run_dir.name
-    _assert_reproduces(run_dir, unbroken)
-
-
-# ------------------------------------------------------------------ (c) mid-epoch checkpoints
+# ------------------------------------------------------------------ mid-epoch checkpoints
 # Batches of one clip make 7 optimiser steps per epoch on each of the 2 workers (14 training samples); with a
 # checkpoint every MID_EVERY = 2 steps, epoch 1 (global steps 8-14) checkpoints at steps 8, 10 and 12, then at
 # its end. The reference is the same run without mid-epoch checkpoints (`--checkpoint-every` is not part of
 # what a run computes, nor of its name).
 
-MID_EPOCHS, MID_EVERY = 2, 2
+MID_EVERY = 2
 
 
-def _midepoch_config(every: int | None) -> Callable[[TrainConfig], TrainConfig]:
+def _checkpoint_every(every: int) -> Callable[[TrainConfig], TrainConfig]:
     def configure(cfg: TrainConfig) -> TrainConfig:
-        return cfg.model_copy(update={
-            "optim": cfg.optim.model_copy(update={"epochs": MID_EPOCHS, "batch_size": 1}),
-            "runtime": cfg.runtime.model_copy(update={"checkpoint_every_steps": every, "log_every_steps": 1}),
-        })
+        return cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"checkpoint_every_steps": every})})
 
     return configure
 
@@ -431,24 +348,76 @@ def _resumed_attempt(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def unbroken_mid(tmp_path_factory, dataset_store) -> dict[int, dict[str, float]]:
-    """Per-epoch metrics of the mid-epoch tests' run, unbroken and checkpointed only at epoch ends."""
-    tmp_path = tmp_path_factory.mktemp("unbroken-mid")
-    command, run_dir = _prepare_run(tmp_path, dataset_store, "unbroken-mid", _midepoch_config(None))
+def unbroken(tmp_path_factory, dataset_store) -> dict[int, dict[str, float]]:
+    """Per-epoch metrics of the same command run to the end without faults, checkpointed only at epoch ends."""
+    tmp_path = tmp_path_factory.mktemp("unbroken")
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "unbroken")
     log = tmp_path / "train.log"
     _finish(_start(command, log), log, timeout=420)
     metrics = _epoch_metrics(run_dir)
-    assert sorted(metrics) == list(range(MID_EPOCHS)), _tail(log)
+    assert sorted(metrics) == list(range(EPOCHS)), _tail(log)
     assert not any(s["mid"] for s in _committed_states(run_dir))
+    # every epoch counts each undecodable sample once, over both workers, and trains on every good one
+    _, _, good = dataset_store
+    for epoch, m in metrics.items():
+        assert (m["train_decode_failures"], m["train_clips"]) == (UNDECODABLE["train"], good["train"]), epoch
+        assert (m["val_decode_failures"], m["val_clips"]) == (UNDECODABLE["val"], good["val"]), epoch
     return metrics
+
+
+# ------------------------------------------------------------------ (a) the driver dies
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(780)
+def test_killed_driver_rerun_resumes_instead_of_restarting(tmp_path, dataset_store, unbroken):
+    """The driver is killed (SIGKILL) while its workers are stopped after the epoch-0 checkpoint, so the kill
+    lands between two checkpoints whatever the machine's speed; the same command re-run continues the run."""
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "driver-kill")
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _start(command, first_log)
+    workers: list[int] = []
+    try:
+        _wait_for_checkpoint(run_dir, first, first_log, timeout=200)
+        workers = _train_workers(first)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        _settled_snapshot(run_dir)
+        started_by_first = _descendants(first.pid)  # its local Ray: GCS, raylet, workers
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        for pid in workers:  # stopped: they would never see their raylet go
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    _reap(started_by_first)
+    before = _checkpoint_states(run_dir)
+    assert before and before[-1]["epoch"] < EPOCHS - 1, f"killed too late to test resuming: {before}"
+    killed_at = time.time()
+
+    second = _start(command, second_log)  # the same command, as a retried flow run would issue it
+    summary = _finish(second, second_log, timeout=300)
+    after = [s for s in _checkpoint_states(run_dir) if s["mtime"] > killed_at]
+    assert after, f"the re-run committed no checkpoint:\n{_tail(second_log)}"
+    assert after[0]["epoch"] == before[-1]["epoch"] + 1, f"re-run did not continue the run: {before} -> {after}"
+    assert all(s["attempt_start_epoch"] == before[-1]["epoch"] + 1 for s in after)
+    assert [s["epoch"] for s in before + after] == list(range(EPOCHS))
+    assert "resumed from epoch" in second_log.read_text(errors="replace")
+    assert summary["run"] == run_dir.name
+    _assert_reproduces(run_dir, unbroken)
+
+
+# ------------------------------------------------------------------ (b) a worker dies between mid-epoch checkpoints
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_worker_killed_between_mid_epoch_checkpoints_resumes_at_the_step(tmp_path, dataset_store, unbroken_mid):
-    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-kill", _midepoch_config(MID_EVERY))
+def test_worker_killed_between_mid_epoch_checkpoints_resumes_at_the_step(tmp_path, dataset_store, unbroken):
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-kill", _checkpoint_every(MID_EVERY))
     log = tmp_path / "train.log"
-    steps_per_epoch = int(unbroken_mid[0]["step"])
+    steps_per_epoch = int(unbroken[0]["step"])
     proc = _start(command, log)
     workers: list[int] = []
     try:
@@ -471,7 +440,7 @@ def test_worker_killed_between_mid_epoch_checkpoints_resumes_at_the_step(tmp_pat
     print(f"killed after the checkpoint of step {newest['step']}, resumed at step {resumed['attempt_start_step']}")
     into = newest["step"] - steps_per_epoch
     assert f"resumed from epoch 1, {into} steps into it (step {newest['step']})" in log.read_text(errors="replace")
-    _assert_reproduces(run_dir, unbroken_mid, epochs=MID_EPOCHS)
+    _assert_reproduces(run_dir, unbroken)
 
 
 _STEP_LINE = re.compile(r"RayTrainWorker pid=(\d+)\D.*?epoch (\d+) step (\d+):")
@@ -493,13 +462,13 @@ def _settled_log(log: Path, quiet: float = 3.0, timeout: float = 30.0) -> str:
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_worker_stopped_by_sigterm_loses_at_most_n_steps(tmp_path, dataset_store, unbroken_mid):
+def test_worker_stopped_by_sigterm_loses_at_most_n_steps(tmp_path, dataset_store, unbroken):
     """A spot notice: SIGTERM to a training worker mid-epoch. The run resumes from a step at most MID_EVERY
     optimiser steps behind the step the workers had reached when the signal came (rank 0 logs every step; the
     workers are stopped for the moment of the signal so that this step can be read off the log)."""
-    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-sigterm", _midepoch_config(MID_EVERY))
+    command, run_dir = _prepare_run(tmp_path, dataset_store, "mid-sigterm", _checkpoint_every(MID_EVERY))
     log = tmp_path / "train.log"
-    steps_per_epoch = int(unbroken_mid[0]["step"])
+    steps_per_epoch = int(unbroken[0]["step"])
     proc = _start(command, log)
     workers: list[int] = []
     try:
@@ -525,10 +494,10 @@ def test_worker_stopped_by_sigterm_loses_at_most_n_steps(tmp_path, dataset_store
     print(f"SIGTERM at global step {signalled_at}, resumed at step {resumed_at} (every {MID_EVERY})")
     assert 0 <= signalled_at - resumed_at <= MID_EVERY, (signalled_at, resumed_at)
     assert resumed_at > steps_per_epoch  # from a mid-epoch checkpoint of epoch 1, not the epoch-0 one
-    _assert_reproduces(run_dir, unbroken_mid, epochs=MID_EPOCHS)
+    _assert_reproduces(run_dir, unbroken)
 
 
-# ------------------------------------------------------------------ (d) a tampered registry checkpoint
+# ------------------------------------------------------------------ (c) a tampered registry checkpoint
 
 
 @pytest.fixture

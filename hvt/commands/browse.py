@@ -19,11 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--version", dest="dataset_version", default=None, help="dataset version (default: newest)")
     parser.add_argument("--split", default=None, help="split (default: train with --train, else val; else the first)")
     parser.add_argument("--train", action="store_true", help="the training transform (random crop, RandAugment...)")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many samples")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many samples (default: all)")
     parser.add_argument("--epoch", type=int, default=0, help="with --train: the training epoch whose draws to show")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--config", default=None, help="TrainConfig JSON whose data settings to use (default: defaults)")
-    parser.add_argument("--sampling", default=None, help="override the sampling, e.g. 8x32x1")
+    parser.add_argument("--sampling", default=None,
+                        help="override the sampling, e.g. 8x32x1 (default: --config's, else DataConfig's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 

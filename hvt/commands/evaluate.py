@@ -5,20 +5,28 @@ from __future__ import annotations
 import argparse
 
 from hvt.commands import emit_json
+from hvt.commands.model_arg import add_model_argument, resolve_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="top-1/top-5, GFLOPs and halting stats of a registered model")
-    parser.add_argument("model", help="registered model name (see `hvt registry list`)")
-    parser.add_argument("--ref", default="champion", help="vN, latest or an alias (default champion)")
+    parser = subparsers.add_parser(
+        "evaluate", help="top-1/top-5, GFLOPs and halting stats of a registered model",
+        description="Evaluate a registered model version on a dataset split: hvt evaluate --model NAME[@REF] "
+        "--dataset NAME.",
+    )
+    add_model_argument(parser, paths=False, dest="model_ref")
+    parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                        help="older form of --model NAME: a registered model name (with --ref)")
+    parser.add_argument("--ref", default=None,
+                        help="older form of --model NAME@REF: vN, latest or an alias of MODEL (default: champion)")
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
     parser.add_argument("--dataset", required=True, help="dataset name in the store")
-    parser.add_argument("--dataset-version", default=None, help="default: newest")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dataset-version", default=None, help="dataset version (default: newest)")
+    parser.add_argument("--split", default="val", help="dataset split to score")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=1,
                         help="Ray Train workers; more than 1 evaluates shares of the split in parallel (DDP)")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each worker reserves")
     parser.add_argument("--gpu", action="store_true", help="evaluate on the GPU (one per worker), bf16 autocast")
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
     parser.add_argument("--views", default=None, metavar="CLIPSxCROPS",
@@ -26,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "them (default: the model's data config, usually 1x1)")
     parser.add_argument("--skip-bad-shards", action="store_true",
                         help="leave out shards that fail their manifest check (counted) instead of stopping")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 
 
@@ -45,11 +53,16 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise InputError(f"--{err}") from err  # "--views '4x2': ..."
     scaling = ScalingSpec(num_workers=args.workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu)
+    store = storage.resolve_store(args.store)
+    if args.model_ref and args.model:
+        raise InputError(f"--model {args.model_ref} and MODEL {args.model}: name the model once, with --model "
+                         "NAME[@REF]")
+    target = resolve_model(args.model_ref, store, legacy_name=args.model, legacy_ref=args.ref, paths=False)
 
     metrics = evaluate_registered(
-        storage.resolve_store(args.store),
-        args.model,
-        args.ref,
+        store,
+        target.name,
+        target.ref,
         dataset_name=args.dataset,
         dataset_version=args.dataset_version,
         split=args.split,

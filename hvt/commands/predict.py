@@ -5,25 +5,31 @@ from __future__ import annotations
 import argparse
 
 from hvt.commands import emit_json
+from hvt.commands.model_arg import add_model_argument, resolve_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("predict", help="classify one video: top-5 classes and GFLOPs spent")
     parser.add_argument("video", help="video file (local path or fsspec URL)")
-    parser.add_argument(
-        "--model", default="champion",
-        help="registry ref (champion, latest, vN, or another alias) or a path to a model.pt (default champion)",
-    )
+    add_model_argument(parser, paths=True)
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
-    parser.add_argument("--registry-name", default=None, help="registered model name (default: the store's only one)")
+    parser.add_argument("--registry-name", default=None, metavar="NAME",
+                        help="older form of --model NAME@REF: the registered model, with --model as its REF "
+                        "(default: none)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hvt import storage
     from hvt.predict import predict_video
 
-    prediction = predict_video(args.video, model=args.model, store=args.store, registry_name=args.registry_name)
+    store = storage.resolve_store(args.store)
+    target = resolve_model(args.model, store, legacy_name=args.registry_name)
+    if target.path:
+        prediction = predict_video(args.video, model=target.path)
+    else:
+        prediction = predict_video(args.video, model=target.ref, store=store, registry_name=target.name)
     if args.json:
         emit_json(prediction.as_dict(), indent=2)
         return 0

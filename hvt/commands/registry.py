@@ -1,4 +1,4 @@
-"""`hvt registry list|show|promote`: versions, metrics and aliases in the store's registry."""
+"""`hvt registry list|show|promote|import`: versions, metrics and aliases in the store's registry."""
 
 from __future__ import annotations
 
@@ -12,20 +12,23 @@ if TYPE_CHECKING:
     from hvt.registry import RegistryVersion
 
 
+_STORE_HELP = "store URL (default: $HVT_STORE or ./hvt-store)"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("registry", help="list, show and promote registered model versions")
+    parser = subparsers.add_parser("registry", help="list, show, promote and import registered model versions")
     sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
 
     listing = sub.add_parser("list", help="versions with their metrics and paths")
-    listing.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
-    listing.add_argument("--model", default=None, help="only this registered model")
+    listing.add_argument("--store", default=None, help=_STORE_HELP)
+    listing.add_argument("--model", default=None, metavar="NAME", help="only this registered model (default: all)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=run_list)
 
     show = sub.add_parser("show", help="one version: metrics, files, lineage")
     show.add_argument("model")
     show.add_argument("ref", nargs="?", default="champion", help="vN, latest or an alias (default champion)")
-    show.add_argument("--store", default=None)
+    show.add_argument("--store", default=None, help=_STORE_HELP)
     show.set_defaults(func=run_show)
 
     promote = sub.add_parser(
@@ -35,13 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     promote.add_argument("model")
     promote.add_argument("version", help="vN")
-    promote.add_argument("--store", default=None)
-    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--store", default=None, help=_STORE_HELP)
+    promote.add_argument("--alias", default="champion", help="the alias to move")
     promote.add_argument("--force", action="store_true",
                          help="promote even if it does not pass the policy (nothing is re-scored)")
     from hvt.commands.train import add_promotion_arguments
 
-    add_promotion_arguments(promote)  # default: the policy the version was trained under
+    add_promotion_arguments(promote, shown="the policy the version was trained under")
     promote.set_defaults(func=run_promote)
 
     imp = sub.add_parser(
@@ -52,11 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("--weights", required=True, metavar="PATH_OR_URL",
                      help="state dict: released mmaction2 layout (backbone.model.*, cls_head.*) or this project's")
     imp.add_argument("--variant", required=True, help="model variant it was trained as, e.g. haltingvt-s-g05-b20")
-    imp.add_argument("--classes", default=None, metavar="FILE", help="class names, one per line, in head order")
+    imp.add_argument("--classes", default=None, metavar="FILE",
+                     help="class names, one per line, in head order (default: none: 'class N')")
     imp.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
-                     help="ModelConfig override (repeatable), e.g. num_frames=16; halted_token_mode=remove warns")
+                     help="ModelConfig override (repeatable), e.g. num_frames=16; halted_token_mode=remove warns "
+                     "(default: none)")
     imp.add_argument("--sampling", default=None, help="test sampling FRAMESxINTERVALxCLIPS (default FRAMESx32x1)")
-    imp.add_argument("--store", default=None)
+    imp.add_argument("--store", default=None, help=_STORE_HELP)
     imp.add_argument("--json", action="store_true", help="machine-readable output")
     imp.set_defaults(func=run_import)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 
 from hvt.commands import emit_json
+from hvt.commands.defaults import constant_default, show_default
+
+_GRACE = constant_default("hvt.maintenance.store_check:DEFAULT_GRACE_S")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--repair", action="store_true",
                        help="remove leftovers of interrupted writes and rewrite missing dataset commit records; "
                        "never deletes committed data")
-    check.add_argument("--grace", type=float, default=None, metavar="SECONDS",
-                       help="with --repair, leave alone leftovers modified more recently than this "
-                       "(a writer may still be running; default 3600)")
+    show_default(check.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                                    help="with --repair, leave alone leftovers modified more recently than this "
+                                    "(a writer may still be running)"), _GRACE)
     check.add_argument("--json", action="store_true", help="the report as JSON")
     check.set_defaults(func=run_check)
     register_gc(sub)
@@ -41,15 +44,18 @@ def register_gc(sub: argparse._SubParsersAction) -> None:
         "an unreadable registry: nothing removed.",
     )
     gc.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
-    gc.add_argument("--keep-runs", type=int, default=None, metavar="N",
-                    help="keep the N most recently written runs, whatever else (default 3)")
-    gc.add_argument("--keep-dataset-versions", type=int, default=None, metavar="N",
-                    help="keep the N newest committed versions of each dataset (default 2, at least 1)")
+    show_default(gc.add_argument("--keep-runs", type=int, default=None, metavar="N",
+                                 help="keep the N most recently written runs, whatever else"),
+                 constant_default("hvt.maintenance.gc:DEFAULT_KEEP_RUNS"))
+    show_default(gc.add_argument("--keep-dataset-versions", type=int, default=None, metavar="N",
+                                 help="keep the N newest committed versions of each dataset (at least 1)"),
+                 constant_default("hvt.maintenance.gc:DEFAULT_KEEP_DATASET_VERSIONS"))
     gc.add_argument("--keep-dataset", action="append", default=[], metavar="NAME@VERSION",
-                    help="keep this dataset version as well (e.g. a pinned evaluation set); repeatable")
-    gc.add_argument("--grace", type=float, default=None, metavar="SECONDS",
-                    help="a run or dataset version written more recently than this is left alone: a writer may "
-                    "still be at work (default 3600)")
+                    help="keep this dataset version as well (e.g. a pinned evaluation set); repeatable (default: "
+                    "none)")
+    show_default(gc.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                                 help="a run or dataset version written more recently than this is left alone: a "
+                                 "writer may still be at work"), _GRACE)
     gc.add_argument("--dry-run", action="store_true", help="remove nothing; report what would be removed")
     gc.add_argument("--json", action="store_true", help="the report as JSON")
     gc.set_defaults(func=run_gc)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
+from typing import Any
 
+from hvt.commands.defaults import show_default
 from hvt.ingest.synthetic import MOTION_CLASSES
 
 
@@ -29,6 +32,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _library_defaults() -> dict[str, Any]:
+    """``make_synthetic_dataset``'s keyword defaults: the flags' defaults are the library's, not a copy."""
+    from hvt.ingest.synthetic import make_synthetic_dataset
+
+    return {name: p.default for name, p in inspect.signature(make_synthetic_dataset).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "synth",
@@ -37,18 +48,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(Kinetics form) and classes.txt.",
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder or fsspec URL to write into")
-    parser.add_argument(
-        "--classes",
-        type=_positive,
-        default=4,
-        help=f"number of motion classes, 1-{len(MOTION_CLASSES)} (default 4)",
-    )
-    parser.add_argument("--per-class", type=_positive, default=40, help="clips per class (default 40)")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
-    parser.add_argument("--frames", type=_positive, default=32, help="frames per clip (default 32)")
-    parser.add_argument("--size", type=parse_size, default=(112, 112), help="WxH (default 112x112)")
-    parser.add_argument("--fps", type=_positive, default=8, help="frame rate (default 8)")
-    parser.add_argument("--val-fraction", type=float, default=0.25, help="share of each class in val")
+    defaults = _library_defaults()
+    parser.add_argument("--classes", type=_positive, default=defaults["classes"],
+                        help=f"number of motion classes, 1-{len(MOTION_CLASSES)}")
+    parser.add_argument("--per-class", type=_positive, default=defaults["per_class"], help="clips per class")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="same seed, same bytes")
+    parser.add_argument("--frames", type=_positive, default=defaults["frames"], help="frames per clip")
+    width, height = defaults["size"]
+    show_default(parser.add_argument("--size", type=parse_size, default=defaults["size"], metavar="WxH",
+                                     help="frame size"), f"{width}x{height}")
+    parser.add_argument("--fps", type=_positive, default=defaults["fps"], help="frame rate")
+    parser.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
+                        help="share of each class in val")
+    parser.add_argument("--workers", type=_positive, default=defaults["workers"], help="encoding processes")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
@@ -74,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             val_fraction=args.val_fraction,
             progress=progress,
+            workers=args.workers,
         )
     except (ValueError, OSError) as err:
         print(f"hvt synth: {err}", file=sys.stderr)

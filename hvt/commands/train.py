@@ -6,9 +6,11 @@ import argparse
 import json
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hvt.commands import emit_json
+from hvt.commands import add_config_file_arguments, emit_json, read_config_file
+from hvt.commands.defaults import config_default, field_default, render_value, show_default
 from hvt.errors import InputError
 
 if TYPE_CHECKING:
@@ -17,45 +19,118 @@ if TYPE_CHECKING:
 _SAMPLING_RE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
 
+# flag (argparse dest) -> (section of TrainConfig, field): applied when given, shown from the field's default
+CONFIG_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("epochs", "optim", "epochs"),
+    ("batch_size", "optim", "batch_size"),
+    ("lr", "optim", "lr"),
+    ("static_class_loss_weight", "optim", "static_class_loss_weight"),
+    ("workers", "scaling", "num_workers"),
+    ("cpus_per_worker", "scaling", "cpus_per_worker"),
+    ("min_workers", "scaling", "min_workers"),
+    ("ray_address", "scaling", "ray_address"),
+    ("decode_on", "scaling", "decode_on"),
+    ("crop_size", "data", "crop_size"),
+    ("augment_on", "data", "augment_on"),
+    ("peak_tflops", "runtime", "peak_tflops"),
+    ("log_every", "runtime", "log_every_steps"),
+    ("checkpoint_every", "runtime", "checkpoint_every_steps"),
+)
+_TRAIN_CONFIG = "hvt.config:TrainConfig"
+
+
+def _optim_default(key: str) -> Callable[[], str]:
+    """The scratch recipe's value of ``OptimConfig.key`` (the default), and paper-finetune's where it differs."""
+
+    def read() -> str:
+        from hvt.config import OptimConfig
+
+        scratch, paper = (getattr(OptimConfig.recipe(name), key) for name in ("scratch", "paper-finetune"))
+        shown = render_value(scratch)
+        return shown if scratch == paper else f"{shown}; {render_value(paper)} with --recipe paper-finetune"
+
+    return read
+
+
+def _default_recipe() -> str:
+    """The named recipe that ``OptimConfig()`` (what an unset ``--recipe`` trains with) equals."""
+    from typing import get_args
+
+    from hvt.config import OptimConfig, Recipe
+
+    return next((name for name in get_args(Recipe) if OptimConfig.recipe(name) == OptimConfig()), "none")
+
+
+def _sampling_default() -> str:
+    from hvt.data.config import DataConfig
+
+    return "x".join(render_value(field_default(DataConfig, key))
+                    for key in ("num_frames", "frame_interval", "num_clips"))
+
+
 def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags that build a ``TrainConfig`` (shared by `hvt train` and anything else that trains)."""
-    parser.add_argument("--config", default=None, help="TrainConfig as a JSON file; flags below override it")
+    """Flags that build a ``TrainConfig`` (shared by `hvt train` and anything else that trains).
+
+    Every value flag defaults to None ("not given", so ``--config`` and ``--recipe`` can supply it); its help shows
+    the effective default, read from ``TrainConfig`` (``hvt.commands.defaults``)."""
+    add_config_file_arguments(parser, "TrainConfig", "training", example="e.g. configs/demo.json")
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
-    parser.add_argument("--dataset", default=None, help="dataset name in the store")
+    show_default(parser.add_argument("--dataset", default=None, help="dataset name in the store"),
+                 config_default(_TRAIN_CONFIG, "dataset_name"))
     parser.add_argument("--dataset-version", default=None, help="dataset version (default: newest)")
-    parser.add_argument("--model", default=None, help="model variant, e.g. haltingvt-micro-g03-b10")
+    show_default(parser.add_argument("--model", default=None, metavar="VARIANT",
+                                     help="model variant to build (`hvt models` lists them)"),
+                 config_default(_TRAIN_CONFIG, "model.name"))
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
-                        help="model override as in create_model (repeatable), e.g. keep_rate=0.5")
+                        help="model override as in create_model (repeatable), e.g. keep_rate=0.5 (default: none)")
     parser.add_argument(
         "--init-from", default=None, metavar="MODEL[@REF]",
-        help="start from a registered model's weights (REF: vN, latest or an alias; default champion), e.g. the "
-        "champion fine-tuned on a new dataset version; the run and its lineage record the version",
+        help="start from a registered model's weights (REF: vN, latest or an alias; champion when left out), e.g. "
+        "the champion fine-tuned on a new dataset version; the run and its lineage record the version (default: "
+        "none: random init, or --pretrained)",
     )
     parser.add_argument("--pretrained", default=None, metavar="PATH_OR_URL",
                         help="fine-tune from these weights: a DeiT/timm ViT (the paper's init), a released HaltingVT "
-                             "checkpoint or one of ours; a head of another class count is re-initialised")
-    parser.add_argument("--recipe", choices=["scratch", "paper-finetune"], default=None,
-                        help="optimiser recipe (paper-finetune: DeiT's Adam 1e-5 fine-tuning); flags below override it")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None, help="clips per worker per step")
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--workers", type=int, default=None, help="Ray Train workers")
+                             "checkpoint or one of ours; a head of another class count is re-initialised (default: "
+                             "none: random init)")
+    show_default(parser.add_argument("--recipe", choices=["scratch", "paper-finetune"], default=None,
+                                     help="optimiser recipe (paper-finetune: DeiT's Adam 1e-5 fine-tuning); the "
+                                     "flags below override it"),
+                 _default_recipe)
+    for flag, key, kind, text in (
+        ("--epochs", "epochs", int, "epochs"),
+        ("--batch-size", "batch_size", int, "clips per worker per step"),
+        ("--lr", "lr", float, "peak learning rate (after warm-up)"),
+        ("--static-class-loss-weight", "static_class_loss_weight", float,
+         "weight of the class loss on static fake clips: 0 where the class lives only in motion (the synthetic "
+         "set), 1 as in the paper (on Kinetics one frame carries class evidence)"),
+    ):
+        show_default(parser.add_argument(flag, type=kind, default=None, help=text), _optim_default(key))
+    show_default(parser.add_argument("--workers", type=int, default=None, help="Ray Train workers"),
+                 config_default(_TRAIN_CONFIG, "scaling.num_workers"))
     parser.add_argument("--min-workers", type=int, default=None,
-                        help="elastic training: run with anything from --min-workers to --workers workers")
-    parser.add_argument("--cpus-per-worker", type=float, default=None)
+                        help="elastic training: run with anything from --min-workers to --workers workers (default: "
+                        "none: exactly --workers)")
+    show_default(parser.add_argument("--cpus-per-worker", type=float, default=None,
+                                     help="CPUs each training worker reserves (fractions allowed)"),
+                 config_default(_TRAIN_CONFIG, "scaling.cpus_per_worker"))
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
-    parser.add_argument("--sampling", default=None, help="frames x interval x clips, e.g. 8x32x1")
-    parser.add_argument("--crop-size", type=int, default=None)
-    parser.add_argument("--augment-on", choices=["decode", "device"], default=None,
-                        help="where training clips are augmented: on the training device (default) or by the "
-                             "decode workers (DataConfig.augment_on)")
+    show_default(parser.add_argument("--sampling", default=None, metavar="FRAMESxINTERVALxCLIPS",
+                                     help="temporal sampling, the paper's notation"), _sampling_default)
+    show_default(parser.add_argument("--crop-size", type=int, default=None, help="training and test crop side"),
+                 config_default(_TRAIN_CONFIG, "data.crop_size"))
+    show_default(parser.add_argument("--augment-on", choices=["decode", "device"], default=None,
+                                     help="where training clips are augmented: on the training device or by the "
+                                     "decode workers (DataConfig.augment_on)"),
+                 config_default(_TRAIN_CONFIG, "data.augment_on"))
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
-    parser.add_argument(
+    show_default(parser.add_argument(
         "--decode-on", choices=["auto", "decode-nodes", "any"], default=None,
         help="where Ray Data reads and decodes: auto = on nodes with the 'decode' resource when the cluster has "
-        "any, else any CPU (default); decode-nodes = only there; any = any CPU (ScalingSpec.decode_on)",
-    )
-    parser.add_argument("--seed", type=int, default=None)
+        "any, else any CPU; decode-nodes = only there; any = any CPU (ScalingSpec.decode_on)",
+    ), config_default(_TRAIN_CONFIG, "scaling.decode_on"))
+    show_default(parser.add_argument("--seed", type=int, default=None, help="seeds the model init and data order"),
+                 config_default(_TRAIN_CONFIG, "seed"))
     parser.add_argument("--skip-bad-shards", action="store_true",
                         help="leave out shards that fail their manifest sha256/count check (counted in the run's "
                         "metrics) instead of stopping with an error")
@@ -63,7 +138,9 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile the model's fixed-shape parts (RuntimeSpec.compile; pays off on GPUs)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak bf16 TFLOP/s for MFU (default: known GPUs by name; none on CPU)")
-    parser.add_argument("--log-every", type=int, default=None, help="optimiser steps between throughput/MFU lines")
+    show_default(parser.add_argument("--log-every", type=int, default=None, metavar="N",
+                                     help="optimiser steps between throughput/MFU lines"),
+                 config_default(_TRAIN_CONFIG, "runtime.log_every_steps"))
     parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                         help="also checkpoint every N optimiser steps inside an epoch, so a lost worker or spot node "
                              "costs at most N steps; the run resumes at that step (default: only at each epoch's "
@@ -74,13 +151,24 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the training dataset's val split; no version: the newest)")
 
 
-def add_promotion_arguments(parser: argparse.ArgumentParser) -> None:
-    """The promotion policy's flags (``PromotionPolicy``), shared with `hvt registry promote`."""
-    parser.add_argument("--min-gain-top1", type=float, default=None, metavar="POINTS",
-                        help="promote only a model at least this many val top-1 points better than the champion "
-                        "(and strictly better; default 0)")
-    parser.add_argument("--max-gflops-per-clip", type=float, default=None, metavar="GFLOPS",
-                        help="never promote a model spending more GFLOPs per clip (one view) than this")
+def add_promotion_arguments(parser: argparse.ArgumentParser, shown: str | None = None) -> None:
+    """The promotion policy's flags (``PromotionPolicy``), shared with `hvt registry promote`; ``shown`` replaces
+    the policy's own defaults in the help where another default applies."""
+    policy = "hvt.registry.policy:PromotionPolicy"
+    show_default(parser.add_argument("--min-gain-top1", type=float, default=None, metavar="POINTS",
+                                     help="promote only a model at least this many val top-1 points better than the "
+                                     "champion (and strictly better)"),
+                 shown or config_default(policy, "min_gain_top1"))
+    show_default(parser.add_argument("--max-gflops-per-clip", type=float, default=None, metavar="GFLOPS",
+                                     help="never promote a model spending more GFLOPs per clip (one view) than this"),
+                 shown or _gflops_budget_default)
+
+
+def _gflops_budget_default() -> str:
+    from hvt.registry.policy import PromotionPolicy
+
+    value = field_default(PromotionPolicy, "max_gflops_per_clip")
+    return "no limit" if value is None else render_value(value)
 
 
 def promotion_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -114,16 +202,12 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     from hvt import storage
     from hvt.config import TrainConfig
 
-    base: dict[str, Any] = {}
-    if args.config:
-        try:
-            base = json.loads(storage.read_text(args.config))
-        except FileNotFoundError as err:
-            raise InputError(f"--config {args.config}: file not found") from err
-        except json.JSONDecodeError as err:
-            raise InputError(f"--config {args.config}: not valid JSON ({err})") from err
+    base = read_config_file(args.config, "train")
     for section in ("model", "data", "optim", "scaling", "runtime"):
         base.setdefault(section, {})
+        if not isinstance(base[section], dict):
+            raise InputError(f"--config {args.config}: {section!r} must be a JSON object, e.g. what "
+                             "`hvt train --print-config` prints")
     if args.recipe:
         from hvt.config import OptimConfig
 
@@ -144,21 +228,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         overrides = dict(base["model"].get("overrides", {}))
         overrides.update(_parse_override(item) for item in args.model_override)
         base["model"]["overrides"] = overrides
-    for flag, section, key in (
-        ("epochs", "optim", "epochs"),
-        ("batch_size", "optim", "batch_size"),
-        ("lr", "optim", "lr"),
-        ("workers", "scaling", "num_workers"),
-        ("cpus_per_worker", "scaling", "cpus_per_worker"),
-        ("min_workers", "scaling", "min_workers"),
-        ("ray_address", "scaling", "ray_address"),
-        ("decode_on", "scaling", "decode_on"),
-        ("crop_size", "data", "crop_size"),
-        ("augment_on", "data", "augment_on"),
-        ("peak_tflops", "runtime", "peak_tflops"),
-        ("log_every", "runtime", "log_every_steps"),
-        ("checkpoint_every", "runtime", "checkpoint_every_steps"),
-    ):
+    for flag, section, key in CONFIG_FLAGS:
         value = getattr(args, flag)
         if value is not None:
             base[section][key] = value
@@ -199,12 +269,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def print_config(config: Any) -> None:
+    """Print a resolved config (a pydantic model) as the JSON that ``--config`` reads back to the same config,
+    in the form of the files in configs/ (to stdout, also under ``--json``)."""
+    emit_json(config.model_dump(mode="json"), indent=2)
+
+
 def run(args: argparse.Namespace) -> int:
+    cfg = train_config_from_args(args)
+    if args.print_config:
+        print_config(cfg)
+        return 0
     from hvt.promotion import check_eval_dataset
     from hvt.stages import evaluate_run, register_run
     from hvt.train.trainer import run_training
 
-    cfg = train_config_from_args(args)
     check_eval_dataset(cfg)  # a missing or mismatched pinned set fails before anything trains
     result = run_training(cfg)
     metrics, state = evaluate_run(result, cfg)

@@ -41,6 +41,11 @@ SIZES: dict[str, dict[str, int]] = {
 }
 KEEP_RATES = {"g03": 0.3, "g05": 0.5, "g07": 0.7}
 BETAS = {"b5": 5.0, "b10": 10.0, "b20": 20.0}
+# one line on how a variant's name reads (`hvt models` prints it)
+NAMING = (
+    "FAMILY-SIZE[-gKK-bB]: family jointvt (dense) or haltingvt; size nano/micro/ti/s/b (width, depth); gKK = the "
+    "Glimpser keeps 0.KK of each frame's patches; bB = halting centre beta B (5, 10, 20)"
+)
 PAPER_VARIANTS = ("jointvt-s", "haltingvt-s-g03-b5", "haltingvt-s-g03-b10", "haltingvt-s-g05-b20", "haltingvt-s-g07-b20")
 
 # names used by the released configs (mmaction2) -> ours

@@ -153,6 +153,9 @@ def run_training(cfg: TrainConfig) -> TrainResult:
 
     cfg = resolve_init_from(cfg)  # "MODEL@champion" -> "MODEL@vN": the run is named after the weights it starts from
     dataset = resolve_dataset(cfg.store, cfg.dataset_name, cfg.dataset_version)
+    # pinned to the version it trains on, so "the newest" and that version named explicitly are one run, and
+    # `hvt train --config configs/demo.json` names its run as `make demo` does (the flows pin it first)
+    cfg = cfg.model_copy(update={"dataset_version": dataset.version})
     check_pretrained(cfg, dataset)
     checks = verify_dataset(cfg, dataset)
     ensure_ray(cfg.scaling.ray_address)
