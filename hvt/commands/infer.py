@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hvt.commands import emit_json
+from hvt.commands.model_arg import add_model_argument, resolve_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,16 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("source", help="folder, s3:// prefix, list file, or dataset:NAME[@VERSION]/SPLIT")
-    parser.add_argument("--model", default="champion",
-                        help="NAME[@REF], REF (champion, latest, vN) or a model.pt path (default champion)")
+    add_model_argument(parser, paths=True)
     parser.add_argument("--store", default=None, help="store URL (default: $HVT_STORE or ./hvt-store)")
     parser.add_argument("--out", required=True, help="output folder of Parquet parts, or a single .parquet file")
-    parser.add_argument("--views", default=None, help="test views CLIPSxCROPS, e.g. 4x3 (default: the model's)")
-    parser.add_argument("--top-k", type=int, default=5, help="classes kept per video (default 5)")
+    parser.add_argument("--views", default=None, help="test views CLIPSxCROPS, e.g. 4x3 (default: the model's data config)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes kept per video (default: 5)")
     parser.add_argument("--halted-token-mode", choices=("official", "mask", "remove"), default=None,
-                        help="default: remove for this project's models; official for imported released weights")
-    parser.add_argument("--batch-size", type=int, default=8, help="videos per forward pass (default 8)")
-    parser.add_argument("--part-size", type=int, default=256, help="videos per Parquet part (default 256)")
+                        help="how halted tokens are treated (default: remove for this project's models, official "
+                        "for imported released weights)")
+    parser.add_argument("--batch-size", type=int, default=8, help="videos per forward pass (default: 8)")
+    parser.add_argument("--part-size", type=int, default=256, help="videos per Parquet part (default: 256)")
     parser.add_argument("--gpu", action="store_true", help="one model actor per GPU, bf16")
     parser.add_argument("--local", action="store_true",
                         help="run in this process without Ray (decode one video after another)")
@@ -39,12 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from hvt import storage
     from hvt.errors import InputError
     from hvt.serve.infer import InferConfig, run_infer
 
+    store = storage.resolve_store(args.store)
+    model = str(resolve_model(args.model, store))
     try:
         config = InferConfig(
-            source=args.source, out=args.out, model=args.model, store=args.store, views=args.views,
+            source=args.source, out=args.out, model=model, store=store, views=args.views,
             top_k=args.top_k, halted_token_mode=args.halted_token_mode, batch_size=args.batch_size,
             part_size=args.part_size, gpu=args.gpu, executor="local" if args.local else "ray",
             overwrite=args.overwrite,
