@@ -140,6 +140,19 @@ def test_other_job_in_out_is_refused_and_overwrite_starts_over(archive, store, t
     summary = run_infer(_config(archive["root"] + "/hostile", out, store, top_k=2, overwrite=True))
     assert summary["videos_computed"] == len(HOSTILE)
     assert {len(r["labels"]) for r in read_rows(out).to_pylist()} == {2}
+    # a model file changed in place is another job too: its weights are named by their sha256
+    import torch
+
+    weights = tmp_path / "model.pt"
+    shutil.copy(f"{store}/registry/tiny-hvt/v1/model.pt", weights)
+    by_path = InferConfig(source=archive["root"] + "/hostile/deep", out=str(tmp_path / "by-path"), model=str(weights),
+                          executor="local", part_size=4)
+    run_infer(by_path)
+    payload = torch.load(weights, weights_only=True)
+    payload["model"]["head.bias"] += 1.0
+    torch.save(payload, weights)
+    with pytest.raises(InputError, match="weights_sha256"):
+        run_infer(by_path)
 
 
 def test_list_file_and_single_parquet_file_via_cli(archive, store, tmp_path):

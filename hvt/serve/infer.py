@@ -77,6 +77,7 @@ def _job_identity(config: InferConfig, serving: ServingModel) -> dict[str, Any]:
         "model": loaded.name,
         "version": loaded.version,
         "model_source": loaded.source,
+        "weights_sha256": serving.weights_sha256,
         "views": f"{serving.data_config.num_clips}x{serving.data_config.test_crops}",
         "top_k": config.top_k,
         "halted_token_mode": serving.mode,

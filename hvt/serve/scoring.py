@@ -5,6 +5,7 @@ into output rows.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import posixpath
@@ -52,11 +53,12 @@ _VIDEO_EXTENSIONS = {"mp4", "mkv", "webm", "avi", "mov", "m4v", "gif", "mpg", "m
 @dataclass(frozen=True)
 class ServingModel:
     """A loaded model ready for serving: the network (in ``mode``), classes, the test data config with the
-    requested views, and where it came from (``model``, ``version``, ``source``)."""
+    requested views, and where it came from (``loaded.name``, ``version``, ``source``, the file's sha256)."""
 
     loaded: LoadedModel
     data_config: DataConfig
     mode: str
+    weights_sha256: str = ""
 
     @property
     def clip_shape(self) -> tuple[int, ...]:
@@ -65,10 +67,13 @@ class ServingModel:
         return tuple(shape) if len(shape) == 5 else (1, *shape)
 
 
-def _trained_mode(source: str) -> str | None:
-    """``trained_halted_token_mode`` of the model file at ``source`` (set on imported released weights)."""
-    payload = torch.load(io.BytesIO(storage.read_bytes(source)), map_location="cpu", weights_only=True)
-    return payload.get("trained_halted_token_mode") if isinstance(payload, dict) else None
+def _file_facts(source: str) -> tuple[str | None, str]:
+    """(``trained_halted_token_mode`` of the model file at ``source``, set on imported released weights; the
+    file's sha256, which names the exact weights a job ran with)."""
+    data = storage.read_bytes(source)
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    mode = payload.get("trained_halted_token_mode") if isinstance(payload, dict) else None
+    return mode, hashlib.sha256(data).hexdigest()
 
 
 def load_serving_model(
@@ -87,7 +92,7 @@ def load_serving_model(
         raise InputError(f"--halted-token-mode {halted_token_mode}: expected one of {', '.join(HALTED_TOKEN_MODES)}")
     ref = parse_model_ref(model, store)
     loaded = load_model(ref.path) if ref.path else load_model(ref.ref, store=store, registry_name=ref.name)
-    trained = _trained_mode(loaded.source)
+    trained, sha256 = _file_facts(loaded.source)
     mode = halted_token_mode or (trained or "remove")
     if trained and mode != trained:
         log.warning("%s: released weights trained in %r mode run in %r mode: outputs change (docs/FIDELITY.md)",
@@ -98,7 +103,7 @@ def load_serving_model(
         data_config = with_views(loaded.data_config, views)
     except ValueError as err:
         raise InputError(f"--views: {err}") from None
-    return ServingModel(loaded, data_config, mode)
+    return ServingModel(loaded, data_config, mode, sha256)
 
 
 @dataclass
