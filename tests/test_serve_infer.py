@@ -17,7 +17,7 @@ from test_predict import register_tiny
 
 from hvt.errors import InputError
 from hvt.predict import load_model, predict_video
-from hvt.serve.infer import InferConfig, local_part_scorer, read_rows, run_infer
+from hvt.serve.infer import InferConfig, local_parts_scorer, read_rows, run_infer
 from hvt.serve.sources import SourceError, open_source
 
 REAL = ("kinetics/mmaction2__tests_data_rawvideo_dataset_part_0.mp4", "ucf101/tiny-ucf101__v_Basketball_g01_c01.avi",
@@ -111,18 +111,19 @@ def test_killed_run_rerun_equals_unbroken(archive, store, unbroken, tmp_path):
     calls = []
 
     def dies_after_two_parts(cfg, serving):
-        score = local_part_scorer(cfg, serving)
+        score = local_parts_scorer(cfg, serving)
 
-        def part(items):
-            if len(calls) == 2:
-                raise KeyboardInterrupt("killed")
-            calls.append(len(items))
-            return score(items)
+        def parts(window):
+            for index, rows in score(window):
+                if len(calls) == 2:
+                    raise KeyboardInterrupt("killed")
+                calls.append(index)
+                yield index, rows
 
-        return part
+        return parts
 
     with pytest.raises(KeyboardInterrupt):
-        run_infer(config, part_scorer=dies_after_two_parts)
+        run_infer(config, parts_scorer=dies_after_two_parts)
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["_job.json", "part-00000.parquet",
                                                                          "part-00001.parquet"]
     summary = run_infer(config)

@@ -131,19 +131,27 @@ def _part_counts(url: str) -> tuple[list[str], float]:
     return statuses, float(gflops)
 
 
-PartScorer = Callable[[list[InferInput]], list[dict[str, Any]]]
+# Scores a window of parts: gets [(part index, inputs)], yields (part index, rows in input order) as each part
+# completes (in any order), so a part is written as soon as its last video is scored.
+PartsScorer = Callable[[list[tuple[int, list[InferInput]]]], Iterator[tuple[int, list[dict[str, Any]]]]]
 
 
-def local_part_scorer(config: InferConfig, serving: ServingModel) -> PartScorer:
+def local_parts_scorer(config: InferConfig, serving: ServingModel) -> PartsScorer:
     """Score parts in this process: decode one video after another, the model on batches (no Ray)."""
     from hvt.evaluation.evaluator import select_device
 
     scorer = BatchScorer(serving, select_device(config.gpu), config.top_k, config.batch_size)
 
-    def score_part(items: list[InferInput]) -> list[dict[str, Any]]:
-        return score_decoded(scorer, [decode_input(item, serving.data_config) for item in items])
+    def score_parts(parts: list[tuple[int, list[InferInput]]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        for index, items in parts:
+            yield index, score_decoded(scorer, [decode_input(item, serving.data_config) for item in items])
 
-    return score_part
+    return score_parts
+
+
+def _windows(config: InferConfig) -> int:
+    """Parts per window: one Ray Dataset (and one start of the model actors) serves ~4096 videos."""
+    return max(1, min(16, 4096 // config.part_size))
 
 
 def _eta(seconds: float) -> str:
@@ -155,14 +163,15 @@ def run_infer(
     config: InferConfig,
     *,
     progress: Callable[[dict[str, Any]], None] | None = None,
-    part_scorer: Callable[[InferConfig, ServingModel], PartScorer] | None = None,
+    parts_scorer: Callable[[InferConfig, ServingModel], PartsScorer] | None = None,
 ) -> dict[str, Any]:
     """Run the job ``config``; returns the summary (also written to ``_summary.json``): ``videos``, ``ok``,
     ``failures`` (and ``failures_by_status``), ``videos_per_s`` (videos computed by this run / its wall time),
     ``mean_gflops_per_video`` (over classified videos), ``wall_s``, ``parts``, ``parts_skipped``, ``out``.
 
     ``progress`` gets ``{done, total, videos_per_s, eta_s}`` after each part (progress is also logged).
-    ``part_scorer``: how parts are scored (default: Ray Data for ``executor="ray"``, else in-process).
+    ``parts_scorer``: how parts are scored (default: Ray Data for ``executor="ray"``, else in-process); it gets
+    windows of missing parts (up to ~4096 videos), so the model actors start once per window, not per part.
     Raises ``InputError`` (and subclasses) for a bad source, model, output or option, before any work."""
     start = time.monotonic()
     serving = load_serving_model(config.model, store=config.store, views=config.views,
@@ -170,44 +179,61 @@ def run_infer(
     source = open_source(config.source, config.store)
     job = _job_identity(config, serving)
     _prepare_output(config, job)
-    if part_scorer is None:
+    if parts_scorer is None:
         if config.executor == "ray":
-            from hvt.serve.ray_infer import ray_part_scorer
+            from hvt.serve.ray_infer import ray_parts_scorer
 
-            part_scorer = ray_part_scorer
+            parts_scorer = ray_parts_scorer
         else:
-            part_scorer = local_part_scorer
+            parts_scorer = local_parts_scorer
     total = source.count()
     log.info("infer: %d videos from %s with %s (%s mode, views %s) -> %s", total, source.description,
              serving.loaded.describe(), serving.mode, job["views"], config.out)
-    scorer: PartScorer | None = None
-    videos = ok = computed = skipped = parts = 0
-    gflops_sum, failures = 0.0, {}
-    for index, items in enumerate(_chunks(source, config.part_size)):
-        url = part_url(config.out, index)
-        parts += 1
-        if storage.exists(url):
-            skipped += 1
-        else:
-            scorer = scorer or part_scorer(config, serving)
-            rows = scorer(items)
-            if [r["id"] for r in rows] != [i.id for i in items]:  # the contract: input videos = rows, in order
-                raise RuntimeError(f"part {index}: {len(rows)} rows for {len(items)} inputs")
-            write_part(url, rows)
-            computed += len(items)
-        statuses, gflops = _part_counts(url)
-        videos, gflops_sum = videos + len(statuses), gflops_sum + gflops
+    scorer: PartsScorer | None = None
+    counts = {"videos": 0, "ok": 0, "computed": 0, "skipped": 0, "gflops": 0.0}
+    failures: dict[str, int] = {}
+
+    def account(index: int) -> None:
+        statuses, gflops = _part_counts(part_url(config.out, index))
+        counts["videos"] += len(statuses)
+        counts["gflops"] += gflops
         for status in statuses:
             if status == OK:
-                ok += 1
+                counts["ok"] += 1
             else:
                 failures[status] = failures.get(status, 0) + 1
         elapsed = time.monotonic() - start
-        rate = computed / elapsed if elapsed > 0 else 0.0
-        eta = (total - videos) / rate if rate > 0 else 0.0
-        log.info("infer: %d/%d videos, %.2f videos/s, ETA %s", videos, total, rate, _eta(eta))
+        rate = counts["computed"] / elapsed if elapsed > 0 else 0.0
+        eta = (total - counts["videos"]) / rate if rate > 0 else 0.0
+        log.info("infer: %d/%d videos, %.2f videos/s, ETA %s", counts["videos"], total, rate, _eta(eta))
         if progress is not None:
-            progress({"done": videos, "total": total, "videos_per_s": rate, "eta_s": eta})
+            progress({"done": counts["videos"], "total": total, "videos_per_s": rate, "eta_s": eta})
+
+    def score(window: list[tuple[int, list[InferInput]]]) -> None:
+        nonlocal scorer
+        scorer = scorer or parts_scorer(config, serving)
+        inputs = dict(window)
+        for index, rows in scorer(window):
+            if [r["id"] for r in rows] != [i.id for i in inputs[index]]:  # the contract: inputs = rows, in order
+                raise RuntimeError(f"part {index}: {len(rows)} rows for {len(inputs[index])} inputs")
+            write_part(part_url(config.out, index), rows)
+            counts["computed"] += len(rows)
+            account(index)
+
+    parts = 0
+    window: list[tuple[int, list[InferInput]]] = []
+    for index, items in enumerate(_chunks(source, config.part_size)):
+        parts += 1
+        if storage.exists(part_url(config.out, index)):
+            counts["skipped"] += 1
+            account(index)
+            continue
+        window.append((index, items))
+        if len(window) == _windows(config):
+            score(window)
+            window = []
+    if window:
+        score(window)
     if config.out.endswith(".parquet"):
         _combine_parts(config.out, parts)
     wall = time.monotonic() - start
@@ -218,16 +244,16 @@ def run_infer(
         "version": serving.loaded.version,
         "halted_token_mode": serving.mode,
         "views": job["views"],
-        "videos": videos,
-        "ok": ok,
-        "failures": videos - ok,
+        "videos": counts["videos"],
+        "ok": counts["ok"],
+        "failures": counts["videos"] - counts["ok"],
         "failures_by_status": dict(sorted(failures.items())),
-        "videos_computed": computed,
-        "videos_per_s": computed / wall if wall > 0 else 0.0,
-        "mean_gflops_per_video": gflops_sum / ok if ok else 0.0,
+        "videos_computed": counts["computed"],
+        "videos_per_s": counts["computed"] / wall if wall > 0 else 0.0,
+        "mean_gflops_per_video": counts["gflops"] / counts["ok"] if counts["ok"] else 0.0,
         "wall_s": wall,
         "parts": parts,
-        "parts_skipped": skipped,
+        "parts_skipped": counts["skipped"],
     }
     storage.write_json(storage.join(_parts_dir(config.out), SUMMARY_FILE), summary)
     return summary

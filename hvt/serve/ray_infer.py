@@ -1,14 +1,17 @@
 """The Ray Data executor of ``hvt infer``: decoding in CPU tasks, the model in actors with batching.
 
-Each part of a job (``part_size`` inputs) is one Ray Dataset: ``from_items`` (paths only, or the bytes of dataset
-samples) -> ``map`` (:func:`decode_row`, one CPU task per input, ``decode_cpus`` each) -> ``map_batches``
+Each window of missing parts (up to ~4096 inputs) is one Ray Dataset: ``from_items`` (paths only, or the bytes
+of dataset samples) -> ``map`` (:func:`decode_row`, one CPU task per input, ``decode_cpus`` each) -> ``map_batches``
 (:class:`ScoreActor`, ``batch_size`` videos per call; one actor per GPU in bf16 with ``gpu``, else one on the
-CPU). The driver holds one part's rows at a time, never the archive.
+CPU). Rows stream back; a part is written as soon as its last row is in. The driver holds one window's paths and
+the rows of its unfinished parts, never the archive.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,7 +35,7 @@ def decode_row(row: dict[str, Any], data_config: DataConfig) -> dict[str, Any]:
     shape = data_config.clip_shape(False)
     clip = decoded.clip if decoded.status == OK else np.zeros(shape if len(shape) == 5 else (1, *shape), np.uint8)
     return {"index": row["index"], "id": row["id"], "path": row["path"], "clip": clip,
-            "status": decoded.status, "reason": decoded.reason}
+            "status": decoded.status, "reason": decoded.reason, "part": row["part"]}
 
 
 class ScoreActor:
@@ -59,12 +62,14 @@ class ScoreActor:
         ]
         rows = score_decoded(self.scorer, decoded)
         table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)  # explicit types: None, empty lists and all
-        return table.append_column("index", pa.array([int(i) for i in batch["index"]], pa.int64()))
+        table = table.append_column("index", pa.array([int(i) for i in batch["index"]], pa.int64()))
+        return table.append_column("part", pa.array([int(p) for p in batch["part"]], pa.int64()))
 
 
-def ray_part_scorer(config: Any, serving: ServingModel):  # noqa: ANN201 - a PartScorer
-    """A ``PartScorer`` (``hvt.serve.infer``) that scores each part with Ray Data on the running (or a new
-    local) Ray. ``config``: the job's ``InferConfig``."""
+def ray_parts_scorer(config: Any, serving: ServingModel):  # noqa: ANN201 - a PartsScorer
+    """A ``PartsScorer`` (``hvt.serve.infer``): each window of parts is one Ray Dataset on the running (or a new
+    local) Ray; rows stream back and a part is handed on as soon as all its rows are in. ``config``: the job's
+    ``InferConfig``."""
     import ray
 
     from hvt.train.ray_env import ensure_ray
@@ -78,10 +83,11 @@ def ray_part_scorer(config: Any, serving: ServingModel):  # noqa: ANN201 - a Par
         raise DeviceError("--gpu: the Ray cluster has no GPU; drop --gpu to run the model on CPUs")
     actors = max(1, gpus)
 
-    def score_part(items: list[InferInput]) -> list[dict[str, Any]]:
-        rows = [{"index": i, "id": it.id, "path": it.path, "data": it.data or b"", "read_error": it.read_error}
-                for i, it in enumerate(items)]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+    def score_parts(parts: list[tuple[int, list[InferInput]]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        rows = [{"part": part, "index": i, "id": it.id, "path": it.path, "data": it.data or b"",
+                 "read_error": it.read_error} for part, items in parts for i, it in enumerate(items)]
+        sizes = {part: len(items) for part, items in parts}
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
         ds = ds.map(decode_row, fn_kwargs={"data_config": serving.data_config}, num_cpus=config.decode_cpus)
         ds = ds.map_batches(
             ScoreActor,
@@ -92,10 +98,15 @@ def ray_part_scorer(config: Any, serving: ServingModel):  # noqa: ANN201 - a Par
             num_gpus=1 if config.gpu else 0,
             num_cpus=0 if config.gpu else 1,
         )
-        scored = sorted(ds.take_all(), key=lambda r: r["index"])
-        return [{k: _plain(v) for k, v in r.items() if k != "index"} for r in scored]
+        arrived: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in ds.iter_rows():
+            part = int(row["part"])
+            arrived[part].append({k: _plain(v) for k, v in row.items() if k != "part"})
+            if len(arrived[part]) == sizes[part]:
+                done = sorted(arrived.pop(part), key=lambda r: r["index"])
+                yield part, [{k: v for k, v in r.items() if k != "index"} for r in done]
 
-    return score_part
+    return score_parts
 
 
 def _plain(value: Any) -> Any:
