@@ -32,12 +32,13 @@ from torch import Tensor, nn
 from hvt import storage
 from hvt.errors import InputError
 from hvt.serve.scoring import OK, ServingModel, decode_input, load_serving_model
-from hvt.serve.sources import open_source
+from hvt.serve.sources import InferInput, open_source
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torch-export")
 PARITY_TOLERANCE = 1e-4  # max |logit diff| vs eager, fp32
+VIDEO_SUFFIXES = ("mp4", "avi", "mkv", "webm", "mov", "gif", "m4v")  # --check VIDEO (else a folder or list file)
 
 
 class ExportError(InputError):
@@ -67,7 +68,7 @@ def export_metadata(serving: ServingModel, fmt: str) -> dict[str, Any]:
         "version": loaded.version,
         "source": loaded.source,
         "architecture": loaded.network.config.name,
-        "halted_token_mode": serving.mode,
+        "halted_token_mode": serving.mode if loaded.network.config.halting else None,  # None: dense baseline
         "classes": list(loaded.classes),
         "input": {
             "name": "clips",
@@ -103,14 +104,9 @@ def _check_clips(serving: ServingModel, check: str | None, store: str | None, li
     if check is None:
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (3, cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), dtype=np.uint8), "random"
-    items = []
-    if storage.exists(check) and not storage.get_fs(check)[0].isdir(storage.get_fs(check)[1]) and \
-            check.rsplit(".", 1)[-1].lower() in ("mp4", "avi", "mkv", "webm", "mov", "gif", "m4v"):
-        from hvt.serve.sources import InferInput
-
-        items = [InferInput(id=os.path.basename(check), path=check)]
-    else:
-        items = open_source(check, store)
+    fs, path = storage.get_fs(check)
+    one_video = fs.isfile(path) and check.rsplit(".", 1)[-1].lower() in VIDEO_SUFFIXES
+    items = [InferInput(id=os.path.basename(check), path=check)] if one_video else open_source(check, store)
     clips = []
     for item in items:
         decoded = decode_input(item, cfg)
