@@ -116,9 +116,11 @@ def _check_clips(serving: ServingModel, check: str | None, store: str | None, li
             break
     if not clips:
         raise InputError(f"--check {check}: no decodable video there to check parity on")
+    videos = len(clips)
     while len(clips) < 3:  # export on a batch of 2 (1 would fix the batch size), check on another batch size too
         clips.append(clips[-1][::-1].copy())
-    return np.stack(clips), f"{len(clips)} clips from {check}"
+    padded = f" + {len(clips) - videos} time-reversed copies" if len(clips) > videos else ""
+    return np.stack(clips), f"{videos} videos of {check}{padded}"
 
 
 def _parity(eager: tuple[Tensor, Tensor], other: tuple[np.ndarray, np.ndarray], inputs: str, n: int) -> dict:
