@@ -15,6 +15,7 @@ import pytest
 from shared_data import shared_path
 from test_predict import register_tiny
 
+from hvt.data import DataConfig
 from hvt.errors import InputError
 from hvt.predict import load_model, predict_video
 from hvt.serve.infer import InferConfig, local_parts_scorer, read_rows, run_infer
@@ -271,3 +272,31 @@ def test_sigkilled_cli_run_rerun_equals_unbroken(archive, store, tmp_path):
     summary = json.loads(again.stdout)
     assert summary["parts_skipped"] == len(done) and summary["videos"] == len(HOSTILE)
     assert read_rows(str(out)).to_pylist() == read_rows(unbroken).to_pylist()
+
+
+def test_symlink_loops_and_unlistable_folders_are_no_crash(tmp_path, monkeypatch):
+    """A link back up the tree is followed once (no endless walk); a folder that cannot be listed is a row with its
+    reason, not a traceback or a silent gap."""
+    import fsspec
+
+    from hvt.serve.scoring import decode_input
+
+    (tmp_path / "a" / "locked").mkdir(parents=True)
+    shutil.copy(shared_path("inputs", "vp9.webm"), tmp_path / "a" / "clip.webm")
+    (tmp_path / "a" / "up").symlink_to("..")
+    (tmp_path / "alias").symlink_to("a")
+    local = fsspec.filesystem("file")
+    listing = type(local).ls
+
+    def ls(self, path, detail=True, **kw):
+        if path.rstrip("/").endswith("locked"):
+            raise PermissionError(13, "Permission denied", path)
+        return listing(self, path, detail=detail, **kw)
+
+    monkeypatch.setattr(type(local), "ls", ls)
+    items = list(open_source(str(tmp_path)))
+    assert [i.id for i in items] == ["a/clip.webm", "a/locked"]
+    assert "cannot list this folder (PermissionError" in items[1].read_error
+    decoded = decode_input(items[1], DataConfig(num_frames=8, frame_interval=4, train_short_side=(32, 40),
+                                                test_short_side=32, crop_size=32))
+    assert decoded.status == "unreadable" and "cannot list" in decoded.reason

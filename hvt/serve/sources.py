@@ -8,6 +8,7 @@ resumed run can skip the parts already written. Nothing here holds the archive, 
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Iterator
@@ -69,26 +70,39 @@ class FolderSource(InferSource):
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         return f"{protocol}://{path}"
 
-    def _walk(self, folder: str) -> Iterator[str]:
-        entries = sorted(self.fs.ls(folder, detail=True), key=lambda e: e["name"])  # one directory per call
+    def _walk(self, folder: str, seen: set[str]) -> Iterator[tuple[str, str]]:
+        """(path, listing error) of every file under ``folder``; a folder that cannot be listed is one entry with
+        its error (its files are unknown, so it is a row rather than a silent gap). Symlinked folders are
+        followed once: a link back up the tree is not a loop."""
+        if self._local:
+            real = os.path.realpath(folder)
+            if real in seen:
+                return
+            seen.add(real)
+        try:
+            entries = sorted(self.fs.ls(folder, detail=True), key=lambda e: e["name"])  # one directory per call
+        except OSError as err:
+            yield folder, f"cannot list this folder ({type(err).__name__}: {err})"
+            return
         self.fs.invalidate_cache(folder)  # object-store listings are cached per directory: keep none of them
         subdirs = []
         for entry in entries:
             name = entry["name"].rstrip("/")
             if _hidden(posixpath.basename(name)) or name == folder.rstrip("/"):
                 continue
-            if entry["type"] == "directory":
+            linked_dir = self._local and entry.get("islink") and os.path.isdir(name)  # fsspec lists it as a file
+            if entry["type"] == "directory" or linked_dir:
                 subdirs.append(name)
             else:
-                yield name
+                yield name, ""
         for sub in subdirs:
-            yield from self._walk(sub)
+            yield from self._walk(sub, seen)
 
     def __iter__(self) -> Iterator[InferInput]:
         prefix = self.base.rstrip("/") + "/"
-        for path in self._walk(self.base):
+        for path, error in self._walk(self.base, set()):
             rel = path[len(prefix):] if path.startswith(prefix) else posixpath.basename(path)
-            yield InferInput(id=rel, path=self._url(path))
+            yield InferInput(id=rel, path=self._url(path), read_error=error)
 
 
 class ListSource(InferSource):
