@@ -15,6 +15,12 @@ to the paper's ratio for its trained G07 model (24.2 of 37.2 GFLOPs).
     python bench/model.py            # all variants, batch 1 and 8
     python bench/model.py --quick    # haltingvt-s-g05-b20 (mask, remove) + jointvt-s, batch 8 and 32, 3 reps
     python bench/model.py --json     # also print the rows as JSON
+    python bench/model.py --quick --train-batch 8    # plus the training-step rows at batch 8
+
+Training-step rows (``--train-batch N``; 0 = none, the default): one forward + backward + AdamW step (lr 0, so
+every timed step sees the same weights and therefore the same halting) for the dense baseline and the halting
+variant in ``mask`` and ``remove``, with their speed-up over dense against the same FLOP ratio (training
+FLOPs are ~3x the forward's in every mode, so the ratio carries over).
 
 Acceptance (``--quick``): ``remove`` at batch 32 is at least 0.8 x its FLOP ratio faster than dense, both
 measured in the same run (medians, rows interleaved round-robin).
@@ -54,6 +60,57 @@ def time_once(model, clips: torch.Tensor) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
+def time_train_step(model, clips: torch.Tensor, labels: torch.Tensor, optimizer) -> float:
+    """Seconds for one forward + backward (CE + ponder loss) + optimiser step."""
+    sync = torch.cuda.synchronize if clips.is_cuda else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    out = model(clips)
+    loss = torch.nn.functional.cross_entropy(out.logits, labels) + out.ponder_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    sync()
+    return time.perf_counter() - t0
+
+
+def train_step_rows(models: dict, batch: int, args, reps: int) -> list[dict]:
+    """Training-step rows (dense + the halting modes in ``args.modes``/quick), timed round-robin, medians."""
+    dev = args.device
+    clips = make_clips(batch, args.frames, args.size, seed=3, device=dev)
+    entries = []
+    for name, model in models.items():
+        base = model.config
+        for mode in (["dense"] if not base.halting else ["mask", "remove"]):
+            cfg = base if mode == "dense" else base.replace(halted_token_mode=mode)
+            # lr 0: the step does all its work but leaves the weights (and so the halting) as they are
+            opt = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0)
+            entries.append({"name": name, "mode": mode, "model": model, "base": base, "cfg": cfg, "opt": opt,
+                            "times": []})
+    labels = torch.zeros(batch, dtype=torch.long, device=dev)
+    for rep in range(args.warmup + reps):
+        for e in entries:
+            e["model"].config = e["cfg"]
+            e["model"].train()
+            sec = time_train_step(e["model"], clips, labels, e["opt"])
+            e["model"].eval()
+            e["model"].config = e["base"]
+            if rep >= args.warmup:
+                e["times"].append(sec)
+        print(f"# train step batch {batch}: round {rep + 1}/{args.warmup + reps} done", file=sys.stderr)
+    rows = []
+    for e in entries:
+        e["model"].config = e["cfg"]
+        with torch.inference_mode():
+            gflops = e["model"](clips).gflops.mean().item()
+        e["model"].config = e["base"]
+        sec = statistics.median(e["times"])
+        rows.append({"variant": e["name"], "mode": e["mode"], "batch": batch, "device": dev,
+                     "gflops": round(gflops, 3), "train_steps_per_s": round(1 / sec, 4),
+                     "clips_per_s": round(batch / sec, 4), "sec_per_step": round(sec, 4)})
+    return rows
+
+
 def depth_histogram(out, glimpser_depth: int, depth: int) -> str:
     hd = out.halting_depth
     kept = hd[hd > 0]
@@ -78,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--active-fraction", type=float, default=0.55)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--train-batch", type=int, default=0,
+                    help="also time a training step (forward + backward + optimiser) at this batch (0 = no)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -172,6 +231,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'acceptance' if r['batch'] == accept_batch else 'check'} ({ACCEPT_VARIANT}, remove, batch "
                   f"{r['batch']}): speedup {r['speedup_vs_dense']:.2f}x >= 0.8 x FLOP ratio "
                   f"{r['flop_ratio_vs_dense']:.2f}x = {need:.2f}x: {'PASS' if passed else 'FAIL'}")
+    if args.train_batch:
+        train = train_step_rows(models, args.train_batch, args, reps)
+        dense_train = next((r for r in train if r["mode"] == "dense"), None)
+        print()
+        print("training step (forward + backward + AdamW step; same weights and halting in every timed step)")
+        print(f"{'variant':<22} {'mode':<9} {'batch':>5} {'GFLOPs fwd':>10} {'s/step':>8} {'speedup':>8} "
+              f"{'FLOP ratio':>10}")
+        for r in train:
+            speed = dense_train["sec_per_step"] / r["sec_per_step"] if dense_train else float("nan")
+            ratio = dense_train["gflops"] / r["gflops"] if dense_train else float("nan")
+            r["speedup_vs_dense"], r["flop_ratio_vs_dense"] = round(speed, 3), round(ratio, 3)
+            print(f"{r['variant']:<22} {r['mode']:<9} {r['batch']:>5} {r['gflops']:>10.2f} {r['sec_per_step']:>8.3f} "
+                  f"{speed:>7.2f}x {ratio:>9.2f}x")
+            if r["mode"] == "remove":
+                print(f"check (training step, {r['variant']}, remove, batch {r['batch']}): speedup "
+                      f"{speed:.2f}x vs 0.8 x FLOP ratio {ratio:.2f}x = {0.8 * ratio:.2f}x: "
+                      f"{'PASS' if speed >= 0.8 * ratio else 'FAIL'}")
+        rows += [{**r, "kind": "train_step"} for r in train]
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0 if ok else 1

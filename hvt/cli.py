@@ -23,6 +23,7 @@ from hvt.commands.defaults import apply_formatter
 # runs, so `hvt --help` and `hvt COMMAND --help` start in well under a second (tests/test_architecture.py).
 COMMAND_MODULES = (
     "synth", "shard", "train", "evaluate", "registry", "predict", "models", "flops", "browse", "store",
+    "infer", "export",
 )
 
 

@@ -148,7 +148,7 @@ def prefect_stack(tmp_path_factory) -> Iterator[PrefectStack]:
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         listed = stack.cli("deployment", "ls", timeout=120).stdout
         for name in ("train-haltingvt/local", "train-haltingvt/nightly", "train-haltingvt/cluster",
-                     "shard-dataset/local", "evaluate-haltingvt/local"):
+                     "shard-dataset/local", "evaluate-haltingvt/local", "infer-haltingvt/local"):
             assert name in listed, listed
         worker_args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
         # the worker may need two SIGINTs (the first cancels its runs, the second stops it)
