@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with output:
             return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader of our stdout went away (`hvt models | head`): not an error of the command
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:
         if isinstance(err, user_errors()):
             print(f"hvt {args.command}: error: {err}", file=sys.stderr)

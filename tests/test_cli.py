@@ -34,3 +34,13 @@ def test_empty_registry_lists_nothing(tmp_path):
     proc = _hvt("registry", "list", "--store", str(tmp_path), "--json")
     assert proc.returncode == 0
     assert '"versions": []' in proc.stdout
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`hvt models | head -1`: the pipe's reader is gone before the output is written; the command ends quietly
+    (exit 0), not with the 'store is unavailable' error that a broken pipe, an OSError, used to be reported as."""
+    proc = subprocess.Popen([sys.executable, "-m", "hvt.cli", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before anything is written
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and not err.strip(), err.decode(errors="replace")[-500:]
