@@ -37,3 +37,17 @@ def test_forms_against_a_store_with_one_then_two_models(tmp_path) -> None:
 def test_malformed_references_say_what_to_pass(text: str, tmp_path) -> None:
     with pytest.raises(registry.RegistryError, match="--model .*(NAME\\[@REF\\])"):
         parse_model_ref(text, str(tmp_path))
+
+
+def test_an_unknown_bare_name_is_named_as_such_not_taken_for_an_alias(tmp_path) -> None:
+    """A variant that was never registered, or a model name cut short, is not read as an alias of the only model:
+    the error names it, what is registered, and the close match."""
+    store = str(tmp_path)
+    _register(store, "haltingvt-micro-g03-b10")
+    with pytest.raises(registry.RegistryError, match=r"--model haltingvt-s-g05-b20: no registered model, version or "
+                                                     r"alias named haltingvt-s-g05-b20 .*registered: haltingvt-micro-g03-b10"):
+        parse_model_ref("haltingvt-s-g05-b20", store)
+    with pytest.raises(registry.RegistryError, match=r"did you mean haltingvt-micro-g03-b10\?"):
+        parse_model_ref("haltingvt-micro", store)
+    registry.set_alias(store, "haltingvt-micro-g03-b10", "v1", reason="test", alias="staging")
+    assert parse_model_ref("staging", store) == ModelRef("haltingvt-micro-g03-b10", "staging")  # an alias it has

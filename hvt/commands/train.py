@@ -309,7 +309,8 @@ def run(args: argparse.Namespace) -> int:
               + (f" ({'; '.join(metrics['skipped_shards'])})" if metrics.get("skipped_shards") else ""))
         if "registry" in summary:
             reg = summary["registry"]
-            print(f"registered {reg['model']} {reg['version']} at {reg['path']} ({reg['reason']})")
+            champion = "champion is now " + reg["version"] if reg.get("promoted") else "champion unchanged"
+            print(f"registered {reg['model']} {reg['version']} at {reg['path']} ({reg['reason']}); {champion}")
     return 0
 
 

@@ -15,11 +15,12 @@ import os
 import re
 from dataclasses import dataclass
 
-from hvt.registry.versions import CHAMPION, RegistryError, list_models, registry_root
+from hvt.registry.versions import CHAMPION, RegistryError, get_alias, list_models, registry_root
 
 _NAME = r"[A-Za-z0-9][\w.-]*"
 _REF = r"(?:v\d+|latest|[A-Za-z][\w-]*)"
 _SPEC = re.compile(rf"^(?P<name>{_NAME})?(?:@(?P<ref>{_REF}))?$")
+_BUILTIN_REF = re.compile(r"^(?:v\d+|latest|champion)$")
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,22 @@ def parse_model_ref(text: str, store: str | None = None) -> ModelRef:
     if store is None:
         raise RegistryError(f"--model {text}: no store to look it up in; pass --store or NAME@REF")
     models = list_models(store)
-    if name and not ref:
-        if name in models:
-            return ModelRef(name=name, ref=CHAMPION)
-        ref, name = name, None  # a bare REF of the store's only model
     if not models:
         raise RegistryError(
             f"--model {text}: no registered models in {registry_root(store)}; train one (`hvt train`) or pass a "
             "model.pt path"
         )
+    if name and not ref:
+        if name in models:
+            return ModelRef(name=name, ref=CHAMPION)
+        if not (_BUILTIN_REF.match(name) or any(get_alias(store, model, name) for model in models)):
+            close = [model for model in models if model.startswith(name)]
+            hint = f"did you mean {close[0]}? " if len(close) == 1 else ""
+            raise RegistryError(
+                f"--model {text}: no registered model, version or alias named {name} in {registry_root(store)}; "
+                f"{hint}registered: {', '.join(models)} (e.g. --model {(close or models)[0]}@champion)"
+            )
+        ref, name = name, None  # a bare REF of the store's only model
     if len(models) > 1:
         raise RegistryError(
             f"--model {text}: {registry_root(store)} holds {len(models)} models ({', '.join(models)}); name one, "
