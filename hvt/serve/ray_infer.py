@@ -94,7 +94,7 @@ def ray_parts_scorer(config: Any, serving: ServingModel):  # noqa: ANN201 - a Pa
             fn_constructor_args=(serving_ref, config.gpu, config.top_k, config.batch_size),
             batch_size=config.batch_size,
             batch_format="numpy",
-            concurrency=actors,
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=1 if config.gpu else 0,
             num_cpus=0 if config.gpu else 1,
         )
