@@ -79,12 +79,19 @@ def run_trial(config: dict[str, Any]) -> None:
     from hvt.tune.tracking import record_evaluation
 
     cfg = trial_config(TrainConfig.model_validate(config["train_config"]), config["point"])
+    record_url = storage.join(config["trials_path"], f"{cfg.resolved_run_name(cfg.dataset_version or '')}.json")
+    if storage.exists(record_url):  # finished before the sweep was stopped, even if Tune had not saved that yet
+        done = storage.read_json(record_url)
+        log.info("trial %s finished before: kept as it is", done["run_name"])
+        ray.tune.report({"evaluated": 1, "epochs_done": cfg.optim.epochs, "val_top1": done["metrics"]["val_top1"],
+                         "eval_gflops": float(done["metrics"].get("gflops_mean", 0.0)), "run_name": done["run_name"]})
+        return
     result = run_training(cfg, callbacks=[_epoch_report_callback()])
     metrics, _ = evaluate_run(result, cfg)
     record = {"run_name": result.run_name, "run_path": result.run_path, "checkpoint_path": result.checkpoint.path,
               "point": config["point"], "metrics": metrics, "train_metrics": result.metrics,
               "tracking_run_id": result.tracking_run_id}
-    storage.write_json(storage.join(config["trials_path"], f"{result.run_name}.json"), record)
+    storage.write_json(storage.join(config["trials_path"], f"{result.run_name}.json"), record)  # written last
     record_evaluation(cfg.tracking, result.tracking_run_id, metrics, {})
     ray.tune.report({"evaluated": 1, "epochs_done": cfg.optim.epochs, "val_top1": metrics["val_top1"],
                      "eval_gflops": float(metrics.get("gflops_mean", 0.0)), "run_name": result.run_name})
