@@ -236,7 +236,7 @@ def test_mlflow_holds_the_sweep_its_trials_their_metrics_artifacts_and_the_champ
     assert tags["hvt.dataset_version"] == sweep_run["version"] and tags["hvt.registry_version"] == champion.version
     for key in ("val_top1", "val_gflops", "train_loss", "train_clips_per_s"):
         history = client.get_metric_history(run.info.run_id, key)
-        assert [m.step for m in history] == [0], key
+        assert {m.step for m in history} == {0}, key  # one epoch (logged again only if redone after the kill)
     assert client.get_metric_history(run.info.run_id, "val_top1")[0].value == pytest.approx(
         json.loads((sweep_run["trials"] / f"{run.data.tags['hvt.run_name']}.json").read_text())["train_metrics"][
             "val_top1"])
