@@ -95,9 +95,9 @@ def mlflow_server(tmp_path_factory):
              "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root",
              str(root / "artifacts"), "--workers", "1"],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/health", proc, log, timeout=90)
-        yield {"uri": f"http://127.0.0.1:{port}", "proc": proc, "log": log}
+    try:  # readiness is waited for by the first user, so the server starts while the dataset is made
+        yield {"uri": f"http://127.0.0.1:{port}", "proc": proc, "log": log,
+               "wait": lambda: _wait_http(f"http://127.0.0.1:{port}/health", proc, log, timeout=90)}
     finally:
         _stop(proc)
 
@@ -138,9 +138,10 @@ def _start_sweep(config: Path, log: Path) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def sweep_run(tmp_path_factory, dataset_store, mlflow_server):
+def sweep_run(tmp_path_factory, mlflow_server, dataset_store):
     """The sweep killed after its first finished trial, then run again to the end."""
     store, version = dataset_store
+    mlflow_server["wait"]()
     root = tmp_path_factory.mktemp("sweep-run")
     sweep = _sweep_config(store, mlflow_server["uri"])
     config = root / "sweep.json"
@@ -251,10 +252,11 @@ def test_mlflow_holds_the_sweep_its_trials_their_metrics_artifacts_and_the_champ
 
 
 def test_tracking_server_stopped_mid_run_leaves_one_warning_and_no_error(mlflow_server, caplog):
-    """The hooks a training run calls (open, epochs, evaluation, artifacts, mirror, close) with the server
+    """(Last in the module: it stops the server.) The hooks a training run calls (open, epochs, evaluation, artifacts, mirror, close) with the server
     stopped after the first epoch: nothing raises, one warning, and the epoch logged before the stop is kept."""
     from hvt.tune import tracking
 
+    mlflow_server["wait"]()
     caplog.set_level(logging.WARNING, logger="hvt.tune.tracking")
     spec = TrackingSpec(tracking_uri=mlflow_server["uri"], experiment=EXPERIMENT + "-stop")
     tracker = tracking.Tracker(spec.tracking_uri)
