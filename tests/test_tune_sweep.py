@@ -1,8 +1,8 @@
 """`hvt sweep` end to end on the tiny synthetic set, tracked by a real MLflow server started here.
 
 One sweep (a 2x2 grid: keep rate of the last Glimpser block x halting centre, 1 epoch, nano model, one worker
-per trial) runs as `hvt sweep` in a subprocess with its own local Ray. It is killed once its first trial has
-finished and run again: the re-run restores the Tune experiment, keeps the finished trial (its record and run
+per trial, the four trials at once) runs as `hvt sweep` in a subprocess on the module's Ray cluster. It is killed
+once its first trial has finished and run again: the re-run restores the Tune experiment, keeps the finished trial (its record and run
 are not touched again), trains the rest, prints the Pareto front as JSON, writes the plot and the report and
 registers the front points (lineage: the sweep and the trial), the budget's pick as the candidate for champion.
 
@@ -103,6 +103,17 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """One Ray for the module (both runs of the sweep join it): 8 logical CPUs on the 2 cores, so the four
+    trials train at once (a trial's Ray Data pipeline needs a whole CPU beside its worker's half)."""
+    from raycluster import RayCluster
+
+    with RayCluster(tmp_path_factory.mktemp("ray")) as cluster:
+        cluster.add_node(cpus=8, resources={})
+        yield cluster
+
+
+@pytest.fixture(scope="module")
 def dataset_store(tmp_path_factory) -> tuple[str, str]:
     from hvt.ingest import ShardConfig, make_synthetic_dataset, shard_dataset
 
@@ -114,7 +125,7 @@ def dataset_store(tmp_path_factory) -> tuple[str, str]:
     return store, result.version
 
 
-def _sweep_config(store: str, tracking_uri: str) -> SweepConfig:
+def _sweep_config(store: str, tracking_uri: str, ray_address: str) -> SweepConfig:
     base = TrainConfig(
         store=store,
         dataset_name="synth",
@@ -122,28 +133,29 @@ def _sweep_config(store: str, tracking_uri: str) -> SweepConfig:
         data=DataConfig(num_frames=8, frame_interval=2, train_short_side=(32, 40), test_short_side=32,
                         crop_size=32, randaugment=False, static_clips=True, decode_cpus=0.25),
         optim=OptimConfig(epochs=1, warmup_epochs=0, batch_size=4, lr=1e-3),
-        scaling=ScalingSpec(num_workers=1, cpus_per_worker=0.5, max_failures=0),
+        scaling=ScalingSpec(num_workers=1, cpus_per_worker=0.5, max_failures=0, ray_address=ray_address),
         runtime=RuntimeSpec(log_every_steps=1),
         tracking=TrackingSpec(tracking_uri=tracking_uri, experiment=EXPERIMENT),
     )
-    return SweepConfig(base=base, grid=GRID, max_concurrent=2, budget_gflops=1.0)
+    return SweepConfig(base=base, grid=GRID, max_concurrent=4, budget_gflops=1.0)
 
 
 def _start_sweep(config: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
     return subprocess.Popen([sys.executable, "-m", "hvt.cli", "sweep", "--config", str(config), "--json"],
                             stdout=log.with_suffix(".json").open("w"), stderr=log.open("w"), env=env, cwd=REPO,
                             start_new_session=True)
 
 
 @pytest.fixture(scope="module")
-def sweep_run(tmp_path_factory, mlflow_server, dataset_store):
+def sweep_run(tmp_path_factory, mlflow_server, dataset_store, ray_cluster):
     """The sweep killed after its first finished trial, then run again to the end."""
     store, version = dataset_store
     mlflow_server["wait"]()
     root = tmp_path_factory.mktemp("sweep-run")
-    sweep = _sweep_config(store, mlflow_server["uri"])
+    sweep = _sweep_config(store, mlflow_server["uri"], ray_cluster.address)
     config = root / "sweep.json"
     config.write_text(sweep.model_dump_json())
     trials = Path(store) / "sweeps" / sweep.resolved_name(version) / "trials"

@@ -118,7 +118,7 @@ def run_sweep(sweep: SweepConfig) -> SweepResult:
                                                      **base.model_dump(mode="json", exclude={"tracking"})}))
     if parent is not None:
         tracking = base.tracking.model_copy(update={"parent_run_id": parent,
-                                                    "tags": {**base.tracking.tags, SWEEP_TAG: name}})
+                                                    "tags": {**base.tracking.tags, "hvt.sweep_trial_of": name}})
         base = base.model_copy(update={"tracking": tracking})
     ensure_ray(base.scaling.ray_address)
     points = sweep.points()
