@@ -334,11 +334,14 @@ def record_evaluation(
     tracker = Tracker(resolve_tracking_uri(spec))
     if run_id is None or not tracker.enabled:
         return
-    tracker.log_metrics(run_id, evaluation_metrics(metrics), step=int(metrics.get("epoch", 0) or 0))
-    if metrics.get("tokens_per_layer"):
-        tracker.log_series(run_id, "eval_tokens_per_layer", metrics["tokens_per_layer"])
-    if metrics.get("halting_depth_histogram"):
-        tracker.log_series(run_id, "eval_halting_depth_count", metrics["halting_depth_histogram"])
+    # a sweep's trial logs its evaluation itself; registering it later adds the version, not the figures again
+    logged = tracker.call("reading the run", lambda client: "eval_top1" in client.get_run(run_id).data.metrics)
+    if logged is False:
+        tracker.log_metrics(run_id, evaluation_metrics(metrics), step=int(metrics.get("epoch", 0) or 0))
+        if metrics.get("tokens_per_layer"):
+            tracker.log_series(run_id, "eval_tokens_per_layer", metrics["tokens_per_layer"])
+        if metrics.get("halting_depth_histogram"):
+            tracker.log_series(run_id, "eval_halting_depth_count", metrics["halting_depth_histogram"])
     tracker.log_files(run_id, files)
     tags: dict[str, Any] = {"hvt.eval_set": metrics.get("eval_set", "")}
     if version is not None:
