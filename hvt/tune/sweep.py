@@ -83,6 +83,8 @@ def run_trial(config: dict[str, Any]) -> None:
     if storage.exists(record_url):  # finished before the sweep was stopped, even if Tune had not saved that yet
         done = storage.read_json(record_url)
         log.info("trial %s finished before: kept as it is", done["run_name"])
+        # a sweep killed between the record and its tracking left the MLflow run open: finish it (once)
+        record_evaluation(cfg.tracking, done.get("tracking_run_id"), done["metrics"], {})
         ray.tune.report({"evaluated": 1, "epochs_done": cfg.optim.epochs, "val_top1": done["metrics"]["val_top1"],
                          "eval_gflops": float(done["metrics"].get("gflops_mean", 0.0)), "run_name": done["run_name"]})
         return
