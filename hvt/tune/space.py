@@ -47,7 +47,9 @@ class SweepConfig(BaseModel):
         default="grid", description="grid: every combination once; random: num_samples draws from the combinations"
     )
     num_samples: int = Field(default=4, ge=1, description="trials drawn by the random search")
-    max_concurrent: int = Field(default=2, ge=1, description="trials training at the same time")
+    max_concurrent: int = Field(
+        default=1, ge=1, description="trials training at the same time (each trial reserves its workers and its "
+        "Ray Data pipeline: on a 2-core local Ray two trials at once starve Ray Data, so raise it with the cluster)")
     early_stop: bool = Field(default=True, description="ASHA stops trials far behind the others at its rungs")
     grace_epochs: int = Field(default=1, ge=1, description="epochs every trial trains before ASHA may stop it")
     budget_gflops: float | None = Field(
