@@ -1,4 +1,4 @@
-"""`hvt` — the command line over the library: synth, shard, train, evaluate, registry, predict, models, flops,
+"""`hvt` — the command line over the library: synth, shard, train, sweep, evaluate, registry, predict, models, flops,
 browse, store.
 
 Each subcommand lives in ``hvt/commands/<name>.py`` and exposes ``register(subparsers)``; the handler returns
@@ -22,7 +22,7 @@ from hvt.commands.defaults import apply_formatter
 # Each command module keeps its module-level imports light (argparse, stdlib): it imports the library when it
 # runs, so `hvt --help` and `hvt COMMAND --help` start in well under a second (tests/test_architecture.py).
 COMMAND_MODULES = (
-    "synth", "shard", "train", "evaluate", "registry", "predict", "models", "flops", "browse", "store",
+    "synth", "shard", "train", "sweep", "evaluate", "registry", "predict", "models", "flops", "browse", "store",
     "infer", "export",
 )
 

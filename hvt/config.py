@@ -202,6 +202,20 @@ class RuntimeSpec(BaseModel):
     )
 
 
+class TrackingSpec(BaseModel):
+    """Experiment tracking (MLflow, ``hvt.tune.tracking``): on when a tracking URI is set here or in
+    ``MLFLOW_TRACKING_URI``; it records a run, it never changes what the run computes (not in the run name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking server URI; None: $MLFLOW_TRACKING_URI, tracking off when unset"
+    )
+    experiment: str = Field(default="haltingvt", min_length=1, description="MLflow experiment of the runs")
+    parent_run_id: str | None = Field(default=None, description="MLflow run this run is nested under (a sweep)")
+    tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow tags of the run")
+
+
 class TrainConfig(BaseModel):
     """Everything a training run needs; its hash names the run, so a re-run resumes instead of restarting."""
 
@@ -237,6 +251,7 @@ class TrainConfig(BaseModel):
     promotion: PromotionPolicy = Field(
         default_factory=PromotionPolicy, description="when the registered run replaces the champion"
     )
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow experiment tracking")
 
     @model_validator(mode="after")
     def _check_eval_dataset(self) -> TrainConfig:
@@ -302,7 +317,7 @@ class TrainConfig(BaseModel):
         # what the run is scored on and when it is promoted change no checkpoint: a re-run with another pinned
         # set or policy resumes the same run
         payload = self.model_dump(mode="json", exclude={"store", "run_name", "registry_name", "runtime",
-                                                        "eval_dataset", "promotion"})
+                                                        "eval_dataset", "promotion", "tracking"})
         # retries and elasticity change how a run survives failures, not what it computes; popping min_workers
         # also keeps the names of runs made before the field existed
         for key in ("max_failures", "min_workers"):

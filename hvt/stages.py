@@ -37,6 +37,7 @@ from hvt.model.zoo import model_from_state
 from hvt.promotion import decide_for_metrics, evaluation_setting, score_state
 from hvt.train.state import load_train_state
 from hvt.train.trainer import TrainResult
+from hvt.tune.tracking import record_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,13 @@ def version_of_run(store: str, model_name: str, run_name: str, epoch: int) -> re
 
 
 def register_run(
-    result: TrainResult, cfg: TrainConfig, metrics: dict[str, Any], state: dict[str, Any]
+    result: TrainResult,
+    cfg: TrainConfig,
+    metrics: dict[str, Any],
+    state: dict[str, Any],
+    *,
+    candidate: bool = True,
+    lineage_extra: dict[str, Any] | None = None,
 ) -> RegisteredModel:
     """Store the evaluated model as a new registry version; move ``champion`` to it only if it passes
     ``cfg.promotion`` against the champion on this run's evaluation set (the champion re-scored there when it was
@@ -212,6 +219,10 @@ def register_run(
     Re-running a finished run (same config and dataset version, so the same run name) resumes at its last epoch
     and evaluates the same checkpoint again: that checkpoint is already a version, which is returned as it is
     instead of registering a copy.
+
+    ``candidate=False`` registers the version without putting it up for champion (a sweep registers every point
+    of its Pareto front, and only the one its budget picks is a candidate); ``lineage_extra`` adds to the
+    lineage (a sweep's name and trial).
     """
     model_name = cfg.resolved_registry_name()
     epoch = int(state["epoch"])
@@ -219,6 +230,8 @@ def register_run(
     if existing is not None:
         reason = f"run {result.run_name} (epoch {epoch}) is already registered as {existing.version}: nothing new to register"
         log.info("%s %s: %s", model_name, existing.version, reason)
+        record_evaluation(cfg.tracking, result.tracking_run_id, metrics, {}, version=existing,
+                          champion=registry.get_alias(cfg.store, model_name) == existing.version)
         return RegisteredModel(existing, promoted=False, promotion_reason=reason, created=False)
     classes = result.dataset.classes
     payload = {
@@ -240,13 +253,19 @@ def register_run(
         "epoch": epoch,
         "init_from": result.init_from,  # the registered weights a warm-started run began from, else None
         "config": cfg.model_dump(mode="json", exclude={"store"}),
+        **(lineage_extra or {}),
     }
     eval_dataset = result.dataset
     if (metrics.get("eval_dataset"), metrics.get("eval_dataset_version")) not in (
             (None, None), (result.dataset.name, result.dataset.version)):
         eval_dataset = resolve_dataset(cfg.store, metrics["eval_dataset"], metrics["eval_dataset_version"])
-    decision = decide_for_metrics(cfg.store, model_name, metrics, lambda: evaluation_setting(result, cfg),
-                                  cfg.promotion)
+    if candidate:
+        decision = decide_for_metrics(cfg.store, model_name, metrics, lambda: evaluation_setting(result, cfg),
+                                      cfg.promotion)
+    else:
+        decision = registry.ChampionDecision(
+            promote=False, reason="registered as a point of the sweep's Pareto front; not its candidate for champion",
+            challenger=registry.score_of(metrics, "new"), champion=None, policy=cfg.promotion)
     metrics = {**metrics, "promotion": decision.as_record()}
     figures = evaluation_plots(cfg.store, model_name, state, metrics, eval_dataset, cfg.data)
     report = render_report(
@@ -256,15 +275,15 @@ def register_run(
         lineage=lineage,
         plots=[(figure.name, figure.title) for figure in figures],
     )
+    shown = {  # the files a person reads; the tracking run gets them too
+        "report.md": report.encode(),
+        "config.json": (json.dumps(lineage["config"], indent=2, sort_keys=True) + "\n").encode(),
+        **{figure.name: figure.png for figure in figures},
+    }
     version = registry.register_version(
         cfg.store,
         model_name,
-        files={
-            "model.pt": buffer.getvalue(),
-            "report.md": report.encode(),
-            "config.json": (json.dumps(lineage["config"], indent=2, sort_keys=True) + "\n").encode(),
-            **{figure.name: figure.png for figure in figures},
-        },
+        files={"model.pt": buffer.getvalue(), **shown},
         metrics=metrics,
         lineage=lineage,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -278,6 +297,7 @@ def register_run(
     if not decision.promote and reason.startswith("registered but not promoted"):
         log.warning("%s %s: %s", model_name, version.version, reason)
     log.info("register %s %s on %s: %s", model_name, version.version, metrics["eval_set"], reason)
+    record_evaluation(cfg.tracking, result.tracking_run_id, metrics, shown, version=version, champion=promoted)
     return RegisteredModel(version, promoted, reason, decision=decision.as_record())
 
 

@@ -97,6 +97,7 @@ def train_haltingvt(
     retention: RetentionPolicy | None = None,
     credentials_block: str | None = None,
     eval_dataset: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Shard if needed, train with Ray Train, evaluate on val, register; the report (with the champion decision
     and both figures) becomes a Prefect artifact.
@@ -109,12 +110,16 @@ def train_haltingvt(
     ``credentials_block``: a Prefect Secret block with the store's S3 credentials.
     ``eval_dataset``: a pinned evaluation set, ``NAME[@VERSION]`` (overrides ``config.eval_dataset``): the run
     and the champion are both scored on its val split. The promotion policy is ``config.promotion``.
+    ``tracking_uri``: an MLflow tracking server (overrides ``config.tracking.tracking_uri``; default the
+    worker's ``$MLFLOW_TRACKING_URI``, none: no tracking): the run, its epochs, report and registry version.
     """
     logger = get_run_logger()
     apply_store_credentials(credentials_block)
     update: dict[str, Any] = {"store": storage.resolve_store(config.store)}
     if eval_dataset is not None:
         update["eval_dataset"] = eval_dataset
+    if tracking_uri is not None:
+        update["tracking"] = {**config.tracking.model_dump(), "tracking_uri": tracking_uri}
     config = TrainConfig.model_validate({**config.model_dump(), **update})  # checks eval_dataset's form
     if only_if_new_data:
         if source is not None and not config.dataset_version:

@@ -41,6 +41,7 @@ def test_prefect_yaml_has_every_deployment_on_an_existing_flow():
         ("shard-dataset", "local"),
         ("evaluate-haltingvt", "local"),
         ("infer-haltingvt", "local"),
+        ("sweep-haltingvt", "local"),
     }
     assert all(d["work_pool"]["name"] == "hvt-local" for d in deployments)
     assert "pull" not in _prefect_yaml()  # prefect deploy records the checkout; see the comment in the file
@@ -57,6 +58,9 @@ def test_deployment_parameters_validate_against_the_flow(index):
         validated = flow.validate_parameters(params)
         if "config" in validated:
             config = validated["config"]
+            if flow.name == "sweep-haltingvt":  # a SweepConfig: its trials start from its base TrainConfig
+                assert config.points(), "the sweep deployment searches no point"
+                config = config.base
             assert isinstance(config, TrainConfig)
             assert config.store == ""  # "" = the worker's $HVT_STORE, else ./hvt-store
             assert config.model.name in list_models()

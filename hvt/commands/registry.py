@@ -136,6 +136,11 @@ def run_promote(args: argparse.Namespace) -> int:
         candidate = registry.get_version(store, args.model, args.version)
         policy = registry.PromotionPolicy.model_validate({**registry.policy_of(candidate).model_dump(), **flags})
     reason = promote_version(store, args.model, args.version, alias=args.alias, force=args.force, policy=policy)
+    from hvt.tune.tracking import Tracker, resolve_tracking_uri
+
+    # MLflow's alias follows ours ($MLFLOW_TRACKING_URI; a version never mirrored is left alone)
+    moved_to = registry.get_alias(store, args.model, args.alias)
+    Tracker(resolve_tracking_uri()).mirror_alias(args.model, moved_to or args.version, args.alias)
     print(f"{args.model}: {args.alias} -> {args.version} ({reason})")
     return 0
 

@@ -145,6 +145,9 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also checkpoint every N optimiser steps inside an epoch, so a lost worker or spot node "
                              "costs at most N steps; the run resumes at that step (default: only at each epoch's "
                              "end)")
+    parser.add_argument("--tracking-uri", default=None, metavar="URI",
+                        help="MLflow tracking server, e.g. http://127.0.0.1:5000: one MLflow run per training run "
+                        "(default: $MLFLOW_TRACKING_URI; tracking off when neither is set)")
     add_promotion_arguments(parser)
     parser.add_argument("--eval-dataset", default=None, metavar="NAME[@VERSION]",
                         help="pinned evaluation set: this run and the champion are scored on its val split "
@@ -196,14 +199,15 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+def train_config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
+    """The ``TrainConfig`` of the flags applied over ``base`` (default: the ``--config`` file's object)."""
     from pydantic import ValidationError
 
     from hvt import storage
     from hvt.config import TrainConfig
 
-    base = read_config_file(args.config, "train")
-    for section in ("model", "data", "optim", "scaling", "runtime"):
+    base = read_config_file(args.config, "train") if base is None else base
+    for section in ("model", "data", "optim", "scaling", "runtime", "tracking"):
         base.setdefault(section, {})
         if not isinstance(base[section], dict):
             raise InputError(f"--config {args.config}: {section!r} must be a JSON object, e.g. what "
@@ -232,6 +236,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag)
         if value is not None:
             base[section][key] = value
+    if getattr(args, "tracking_uri", None):
+        base["tracking"]["tracking_uri"] = args.tracking_uri
     if args.gpu:
         base["scaling"]["use_gpu"] = True
     if args.compile:
@@ -289,7 +295,11 @@ def run(args: argparse.Namespace) -> int:
     metrics, state = evaluate_run(result, cfg)
     summary: dict[str, Any] = {"run": result.run_name, "run_path": result.run_path, "metrics": metrics,
                                "data": {split: check.as_dict() for split, check in result.data_checks.items()}}
-    if not args.no_register:
+    if args.no_register:  # the MLflow run (when tracked) gets the evaluation and is closed
+        from hvt.tune.tracking import record_evaluation
+
+        record_evaluation(cfg.tracking, result.tracking_run_id, metrics, {})
+    else:
         registered = register_run(result, cfg, metrics, state)
         summary["registry"] = {
             "model": registered.version.model,

@@ -50,6 +50,7 @@ from hvt.train.step import (
 )
 from hvt.train.warm_start import init_weights
 from hvt.train.worker_data import TrainSplits, ValBatches, val_iterator
+from hvt.tune.tracking import Tracker, epoch_metrics
 
 __all__ = ["EpochStats", "compute_loss", "make_optimization", "seed_everything", "train_one_epoch",
            "train_loop_per_worker"]
@@ -194,6 +195,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     with_static = bool(cfg.data.static_clips)
     attempt_start_epoch = start_epoch
     attempt_start_step = global_step + (resume.optimizer_steps if resume else 0)
+    # rank 0 logs each epoch to the run's MLflow run (opened by the driver; none when tracking is off)
+    tracking = loop_config.get("tracking") or {}
+    tracking_run_id = tracking.get("run_id") if rank == 0 else None
+    tracker = Tracker(tracking.get("uri") if tracking_run_id else None)
 
     def log_interval(figures: dict[str, float]) -> None:
         if rank == 0:
@@ -271,6 +276,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("%s", progress_line(metrics, cfg.optim.epochs))
             log.debug("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+            tracker.log_metrics(tracking_run_id, epoch_metrics(metrics), step=epoch)
         report(metrics, global_step, rng_states)
 
 

@@ -25,6 +25,7 @@ from hvt.maintenance.lease import run_lease
 from hvt.train.loop import train_loop_per_worker
 from hvt.train.ray_env import ensure_ray
 from hvt.train.warm_start import init_lineage, resolve_init_from
+from hvt.tune.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,12 @@ class TrainResult:
     dataset: DatasetRef
     data_checks: dict[str, SplitCheck] = field(default_factory=dict)  # per split: shards read, shards left out
     init_from: dict[str, Any] | None = None  # the registered version a warm-started run began from (lineage)
+    tracking_run_id: str | None = None  # the MLflow run of this training run (hvt.tune.tracking), when tracked
 
 
-def _run_storage(store: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
-    runs = storage.join(storage.resolve_store(store), "runs")
+def _run_storage(store: str, folder: str = "runs") -> tuple[str, pyarrow.fs.FileSystem | None]:
+    """Where Ray keeps ``{store}/<folder>`` (runs, or a sweep's Tune state) and the filesystem to reach it."""
+    runs = storage.join(storage.resolve_store(store), folder)
     if storage.is_local(runs):
         storage.makedirs(runs)
         return runs, None
@@ -63,10 +66,16 @@ def verify_dataset(cfg: TrainConfig, dataset: DatasetRef) -> dict[str, SplitChec
 
 
 def build_trainer(
-    cfg: TrainConfig, dataset: DatasetRef, checks: dict[str, SplitCheck] | None = None
+    cfg: TrainConfig,
+    dataset: DatasetRef,
+    checks: dict[str, SplitCheck] | None = None,
+    *,
+    tracking_run_id: str | None = None,
+    callbacks: list[Any] | None = None,
 ) -> tuple[TorchTrainer, str]:
     """A TorchTrainer for ``cfg`` on ``dataset`` (only the shards ``checks`` kept, when given); also returns the
-    run name."""
+    run name. ``tracking_run_id``: the MLflow run rank 0 logs each epoch to; ``callbacks``: Ray Train user
+    callbacks (a sweep's trial passes its report to Ray Tune this way)."""
     train_source = checks["train"].urls if checks else dataset.path
     val_source = checks["val"].urls if checks else dataset.path
     for split, source in (("train", train_source), ("val", val_source)):
@@ -91,6 +100,8 @@ def build_trainer(
             "train_samples": n_train,
             # resolved here, on the driver, once: every rank builds its datasets with the same placement
             "decode_resource": resolve_decode_resource(cfg.scaling.decode_on),
+            # where rank 0 logs each epoch (hvt.tune.tracking); not part of the config: it names no run
+            "tracking": {"uri": resolve_tracking_uri(cfg.tracking), "run_id": tracking_run_id},
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.ray_num_workers,
@@ -109,6 +120,7 @@ def build_trainer(
             # Ray Train itself retries nothing but preemptions: run_training decides, by the kind of failure,
             # whether another attempt can help (a lost node) or would fail the same way (a missing file)
             failure_config=ray.train.FailureConfig(max_failures=0),
+            callbacks=list(callbacks or []),
         ),
     )
     return trainer, run_name
@@ -141,8 +153,24 @@ def check_pretrained(cfg: TrainConfig, dataset: DatasetRef) -> None:
         raise TrainingError(f"--pretrained {cfg.model.pretrained}: {err}") from err
 
 
-def run_training(cfg: TrainConfig) -> TrainResult:
+def open_tracking_run(cfg: TrainConfig, run_name: str, dataset: DatasetRef) -> str | None:
+    """The MLflow run of training run ``run_name`` (created with the whole config as params, or the one a
+    previous attempt opened), or None when tracking is off or unreachable (``hvt.tune.tracking``)."""
+    from hvt.tune.tracking import RUN_TAG, Tracker, flatten_params, run_tags
+
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking))
+    if not tracker.enabled:
+        return None
+    return tracker.open_run(
+        cfg.tracking.experiment, RUN_TAG, run_name, run_name=run_name,
+        tags=run_tags(run_name, dataset.name, dataset.version, cfg.model.name, cfg.tracking),
+        params=flatten_params(cfg.model_dump(mode="json", exclude={"tracking"})),
+    )
+
+
+def run_training(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
     """Train (or resume) the run for ``cfg``; return the best checkpoint by val top-1 and the last metrics.
+    ``callbacks``: Ray Train user callbacks added to the run (a sweep trial reports to Ray Tune with one).
 
     Before any worker trains, every node that will train or decode probes the store (``hvt.train.preflight``).
     Failures: a lost worker or node (or a store that failed transiently) resumes the run from its newest
@@ -159,7 +187,8 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     check_pretrained(cfg, dataset)
     checks = verify_dataset(cfg, dataset)
     ensure_ray(cfg.scaling.ray_address)
-    trainer, run_name = build_trainer(cfg, dataset, checks)
+    tracking_run_id = open_tracking_run(cfg, cfg.resolved_run_name(dataset.version), dataset)
+    trainer, run_name = build_trainer(cfg, dataset, checks, tracking_run_id=tracking_run_id, callbacks=callbacks)
     run_preflight(cfg, dataset, trainer.train_loop_config["decode_resource"])
     log.info("training run %s on %s %s", run_name, dataset.name, dataset.version)
     # the lease tells `hvt store gc` that this run is alive even while an epoch writes nothing to its folder
@@ -176,8 +205,11 @@ def run_training(cfg: TrainConfig) -> TrainResult:
                     log.warning("training run %s: %s (%s); resuming from its newest checkpoint, retry %d of %d",
                                 run_name, "a worker or node was lost" if kind == "lost" else "the store failed",
                                 _last_line(err), retries, cfg.scaling.max_failures)
-                    trainer, _ = build_trainer(cfg, dataset, checks)  # same run name: fit() resumes it
+                    # same run name: fit() resumes it
+                    trainer, _ = build_trainer(cfg, dataset, checks, tracking_run_id=tracking_run_id,
+                                               callbacks=callbacks)
                     continue
+                _close_failed_tracking(cfg, tracking_run_id)
                 if kind == "transient":  # the store went away under the workers: one line, the run resumes
                     raise storage.StoreUnavailableError(
                         f"training run {run_name} stopped: the store {storage.resolve_store(cfg.store)} became "
@@ -199,7 +231,15 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         raise TrainingError(f"training run {run_name} finished without a checkpoint")
     run_path = storage.join(storage.join(storage.resolve_store(cfg.store), "runs"), run_name)
     return TrainResult(run_name, run_path, checkpoint, dict(result.metrics or {}), dataset, checks,
-                       init_lineage(cfg))
+                       init_lineage(cfg), tracking_run_id)
+
+
+def _close_failed_tracking(cfg: TrainConfig, run_id: str | None) -> None:
+    """Mark the MLflow run failed when training stops without another attempt (a re-run opens it again)."""
+    if run_id is not None:
+        from hvt.tune.tracking import Tracker
+
+        Tracker(resolve_tracking_uri(cfg.tracking)).end_run(run_id, "FAILED")
 
 
 FailureKind = Literal["lost", "transient", "fatal"]
