@@ -60,7 +60,7 @@ def test_run_training_holds_the_lease_while_it_fits_and_releases_it_when_fit_fai
     monkeypatch.setattr(trainer, "ensure_ray", lambda *a: None)
     monkeypatch.setattr(preflight, "run_preflight", lambda *a: None)
     for fails in (False, True):
-        monkeypatch.setattr(trainer, "build_trainer", lambda *a, fails=fails: (FakeTrainer(fails), "leased-run"))
+        monkeypatch.setattr(trainer, "build_trainer", lambda *a, fails=fails, **_: (FakeTrainer(fails), "leased-run"))
         if fails:
             with pytest.raises(RuntimeError, match="the loop broke"):
                 trainer.run_training(cfg)
