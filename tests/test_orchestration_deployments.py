@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from servers import free_port, wait_http
 
 from hvt import registry
 from pipelines.demo import demo_config
@@ -36,27 +36,6 @@ BIN = Path(sys.executable).parent
 POOL = "hvt-local"  # the pool named in prefect.yaml
 MODEL = demo_config("/unused").model.name  # what the demo and the local deployment train
 CLASSES, PER_CLASS = 3, 6
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"nothing answered at {url} within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
 @contextmanager
@@ -129,7 +108,7 @@ class PrefectStack:
 def prefect_stack(tmp_path_factory) -> Iterator[PrefectStack]:
     """Prefect server + `prefect deploy --all` + a process worker on pool hvt-local; stopped worker first."""
     tmp = tmp_path_factory.mktemp("prefect")
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HVT_"))}
     env.update(PREFECT_HOME=str(tmp / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -138,7 +117,7 @@ def prefect_stack(tmp_path_factory) -> Iterator[PrefectStack]:
     server_log = tmp / "server.log"
     server_args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with _process(server_args, env, server_log, stop_signals=(signal.SIGINT, signal.SIGTERM)) as server:
-        _wait_http(f"{api_url}/health", server, server_log, timeout=120)
+        wait_http(f"{api_url}/health", server, server_log, timeout=120)
         client_env = {**env, "PREFECT_API_URL": api_url, "PREFECT_WORKER_QUERY_SECONDS": "2"}
         stack = PrefectStack(api_url, client_env, tmp / "worker.log")
         created = stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite",
@@ -201,7 +180,7 @@ def test_nightly_without_new_data_finishes_cleanly_and_says_why(prefect_stack, s
 def ray_head(tmp_path_factory) -> Iterator[str]:
     """A local Ray head with the Jobs API on free loopback ports; yields the Jobs API address."""
     tmp = tmp_path_factory.mktemp("ray")
-    gcs_port, dashboard_port = _free_port(), _free_port()
+    gcs_port, dashboard_port = free_port(), free_port()
     temp_dir = Path(f"/tmp/hvt-ray-{os.getpid()}")  # short: Ray's socket paths must stay under 107 bytes
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -211,13 +190,13 @@ def ray_head(tmp_path_factory) -> Iterator[str]:
             "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats",
             # the job agent's HTTP port defaults to 52365: another Ray on the machine holding it leaves this head
             # without a job agent ("No available agent to submit job" for good)
-            f"--dashboard-agent-listen-port={_free_port()}"]
+            f"--dashboard-agent-listen-port={free_port()}"]
     log = tmp / "ray-head.log"
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
         # a throw-away head: nothing of it needs a clean shutdown (its SIGTERM handling takes ~15 s)
         with _process(args, env, log, stop_signals=(signal.SIGTERM,), grace=3.0) as head:
-            _wait_http(f"{address}/api/version", head, log, timeout=120)
+            wait_http(f"{address}/api/version", head, log, timeout=120)
             _wait_for_job_agent(address, timeout=240)
             yield address
     finally:

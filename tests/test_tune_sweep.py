@@ -19,15 +19,13 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import free_port, wait_http
 
 from hvt import registry
 from hvt.config import ModelSpec, OptimConfig, RuntimeSpec, ScalingSpec, TrackingSpec, TrainConfig
@@ -41,27 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = "haltingvt-nano-g05-b10"
 GRID = {"keep_rate": [0.3, 0.7], "beta": [5.0, 20.0]}
 EXPERIMENT = "hvt-test-sweep"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"nothing answered at {url} within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -86,7 +63,7 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server: sqlite backend, local artifact root, 127.0.0.1 on a free port."""
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     log = root / "server.log"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "wb") as out:
@@ -97,7 +74,7 @@ def mlflow_server(tmp_path_factory):
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:  # readiness is waited for by the first user, so the server starts while the dataset is made
         yield {"uri": f"http://127.0.0.1:{port}", "proc": proc, "log": log,
-               "wait": lambda: _wait_http(f"http://127.0.0.1:{port}/health", proc, log, timeout=90)}
+               "wait": lambda: wait_http(f"http://127.0.0.1:{port}/health", proc, log, timeout=90)}
     finally:
         _stop(proc)
 

@@ -4,9 +4,9 @@ the `hvt sweep` flags, and the tracking hooks' failure handling (an unreachable 
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
+from servers import free_port
 
 from hvt.config import ModelSpec, OptimConfig, TrackingSpec, TrainConfig
 from hvt.errors import InputError
@@ -140,17 +140,11 @@ def test_params_and_metrics_are_flattened_and_filtered():
     assert evaluated == {"eval_top1": 0.5, "eval_gflops_mean": 0.02, "eval_halting_depth_mean": 1.5}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_tracking_server_is_one_warning_and_never_an_error(caplog, monkeypatch):
     """Every hook the training run calls, against a port nothing listens on: none raises, one warning in all."""
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     caplog.set_level(logging.WARNING, logger="hvt.tune.tracking")
     tracker = Tracker(uri)
     run_id = tracker.open_run("exp", "hvt.run_name", "run-a", run_name="run-a", tags={}, params={"a": "1"})
