@@ -18,6 +18,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    # Ray processes the tests never use, each a Python start-up (1-3 CPU-s) on the 2 shared cores: the worker
+    # pool's prestart for a first driver, and Ray Train's preemption watcher actor (it polls the nodes' drain
+    # state every 5 s: a cloud's notice; the tests' spot notices are SIGTERMs to a worker, tests/test_train_faults.py)
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     os.environ.pop("HVT_STORE", None)
 
 

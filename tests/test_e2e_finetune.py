@@ -3,7 +3,8 @@
 1. A DeiT-layout checkpoint written here at the micro width -> ``hvt train --pretrained ... --recipe
    paper-finetune`` for one epoch (validation on 2 views per video) -> registered -> ``hvt evaluate --views 2x3``
    -> ``hvt predict``. The fine-tuned patch embedding still correlates with the file's; without ``--pretrained``
-   it does not. Re-running the finished run with the pretrained file gone resumes from its checkpoint.
+   it does not. Re-running the finished run with the pretrained file gone resumes from its checkpoint (no worker
+   group: nothing is left to train).
 2. The golden fixture's released-layout state dict -> ``hvt registry import`` -> ``hvt evaluate`` -> ``hvt predict``.
 
 One local Ray for the module (the commands run in this process through ``hvt.cli.main``).
@@ -69,7 +70,7 @@ def toy(tmp_path_factory):
     ray.shutdown()
 
 
-def test_finetune_from_deit_then_multi_view_evaluate_register_predict(toy, capsys, one_torch_thread):
+def test_finetune_from_deit_then_multi_view_evaluate_register_predict(toy, capsys, one_torch_thread, monkeypatch):
     store, deit = toy["store"], toy["deit"]
     train = ["train", "--config", toy["config"], "--store", store, "--model", MODEL, "--recipe", "paper-finetune",
              "--epochs", "1"]
@@ -107,8 +108,15 @@ def test_finetune_from_deit_then_multi_view_evaluate_register_predict(toy, capsy
         print(f"patch embedding vs pretrained file: correlation {scratch_corr:.4f} without --pretrained")
     assert abs(scratch_corr) < 0.2
 
-    # re-running the finished fine-tuning run resumes from its checkpoint: the pretrained file is not read again
+    # re-running the finished fine-tuning run resumes from its checkpoint: the pretrained file is not read again,
+    # and with nothing left to train no worker group is started (hvt.train.trainer.finished_run)
     os.rename(deit, str(deit) + ".gone")
+    from hvt.train import trainer
+
+    def no_worker_group(*args, **kwargs):
+        raise AssertionError("re-running a finished run started a Ray Train worker group")
+
+    monkeypatch.setattr(trainer, "build_trainer", no_worker_group)
     again = hvt_json(capsys, *train, "--pretrained", str(deit))
     assert again["run"] == tuned["run"] and again["registry"]["version"] == version
 

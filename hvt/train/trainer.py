@@ -135,6 +135,25 @@ def run_has_checkpoint(cfg: TrainConfig, dataset_version: str) -> bool:
         return False
 
 
+def finished_run(cfg: TrainConfig, run_name: str) -> ray.train.Result | None:
+    """The stored result of run ``run_name`` when it has already finished: its last report is the end of the
+    config's last epoch (not a mid-epoch checkpoint). Re-running it would restore that checkpoint and train
+    nothing, so ``run_training`` then starts no worker group. None when the run is new, unfinished or its
+    folder cannot be read as a Ray Train run (``fit()`` then deals with it)."""
+    if not run_has_checkpoint(cfg, cfg.dataset_version or ""):
+        return None
+    storage_path, storage_fs = _run_storage(cfg.store)
+    try:
+        result = ray.train.Result.from_path(f"{storage_path.rstrip('/')}/{run_name}", storage_filesystem=storage_fs)
+    except Exception as err:  # noqa: BLE001 - any unreadable snapshot: let Ray Train's own restore report it
+        log.debug("run %s: no readable result (%s); resuming it with Ray Train", run_name, err)
+        return None
+    last = result.metrics or {}
+    if last.get("mid_epoch") or int(last.get("epoch", -1)) < cfg.optim.epochs - 1 or result.checkpoint is None:
+        return None
+    return result
+
+
 def check_pretrained(cfg: TrainConfig, dataset: DatasetRef) -> None:
     """Before any worker starts: ``cfg.model.pretrained`` must load into the model this run trains (only the
     head may differ; see ``hvt.model.load_pretrained``). Skipped for a run that resumes from its checkpoint,
@@ -186,8 +205,13 @@ def run_training(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainR
     cfg = cfg.model_copy(update={"dataset_version": dataset.version})
     check_pretrained(cfg, dataset)
     checks = verify_dataset(cfg, dataset)
-    ensure_ray(cfg.scaling.ray_address)
+    ensure_ray(cfg.scaling.ray_address)  # the evaluation after training runs on it too
     tracking_run_id = open_tracking_run(cfg, cfg.resolved_run_name(dataset.version), dataset)
+    finished = finished_run(cfg, cfg.resolved_run_name(dataset.version)) if not callbacks else None
+    if finished is not None:  # nothing left to train (a flow's retry, a re-run): no worker group is started
+        run_name = cfg.resolved_run_name(dataset.version)
+        log.info("training run %s already finished its %d epochs: using its checkpoints", run_name, cfg.optim.epochs)
+        return _train_result(cfg, run_name, finished, dataset, checks, tracking_run_id)
     trainer, run_name = build_trainer(cfg, dataset, checks, tracking_run_id=tracking_run_id, callbacks=callbacks)
     run_preflight(cfg, dataset, trainer.train_loop_config["decode_resource"])
     log.info("training run %s on %s %s", run_name, dataset.name, dataset.version)
@@ -225,6 +249,11 @@ def run_training(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainR
                     f"training run {run_name} failed (not retried: {_failure_text(err)}); fix the input or the "
                     "configuration and re-run: it resumes from the last checkpoint"
                 ) from err
+    return _train_result(cfg, run_name, result, dataset, checks, tracking_run_id)
+
+
+def _train_result(cfg: TrainConfig, run_name: str, result: Any, dataset: DatasetRef,
+                  checks: dict[str, SplitCheck], tracking_run_id: str | None) -> TrainResult:
     best = result.get_best_checkpoint("val_top1", "max") if hasattr(result, "get_best_checkpoint") else None
     checkpoint = best or result.checkpoint
     if checkpoint is None:
