@@ -41,3 +41,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Integration tests first: `make test` hands whole files to its 2 processes in collection order
+    (pytest-xdist --dist loadfile), so the long files start at once and the short ones fill in at the end,
+    instead of one long file starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
