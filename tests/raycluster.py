@@ -93,7 +93,11 @@ class RayCluster:
         args = [str(BIN / "ray"), "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus}", f"--resources={json.dumps(resources)}",
                 f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats",
-                f"--dashboard-agent-listen-port={free_port()}"]
+                f"--dashboard-agent-listen-port={free_port()}",
+                # every node on this machine writes to the head's session logs folder, which the head's log
+                # monitor already forwards to the drivers (each worker's lines once); a monitor per node would
+                # scan the same folder ten times a second and forward each line again
+                "--include-log-monitor=false"]
         if hidden:
             mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(p))}" for p in hidden)
             args = ["unshare", "--mount", "--propagation", "private", "bash", "-c",

@@ -6,6 +6,11 @@ has trained (issue 23, finding 3). ``tests/collective_guard.py`` tells the two a
 made without a device (where a GPU worker would hold them on the host) and fails a collective that gets one.
 Here the guard is checked first, in one process with a gloo group; then the real evaluator and a real training
 epoch run on 2 Ray Train workers under it, and the guard's records show it saw each collective they make.
+
+The evaluator's run is also the check that evaluation on 2 Ray Train workers gives exactly what one process gives
+(it was tests/test_evaluate_distributed.py; one local Ray now serves both runs): accuracies synced by torchmetrics
+over DDP, per-clip GFLOPs (mean and percentiles), tokens per layer and halting depths gathered from both shares,
+and decode failures counted once. The guard only marks tensors and checks collectives: the numbers are unchanged.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ import json
 from pathlib import Path
 
 import collective_guard as guard
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 
 from hvt import collectives
+from hvt.config import ScalingSpec
+from hvt.data import DataConfig
 
 CPU = torch.device("cpu")  # what ray.train.torch.get_device() gives a CPU worker
 
@@ -84,6 +92,25 @@ def test_helpers_without_a_process_group_return_the_local_values():
 
 
 @pytest.fixture(scope="module")
+def local_ray(one_torch_thread):
+    """One local Ray for the training run and the evaluation run. Its drivers start no Ray Train preemption
+    watcher (an actor per worker group that only logs node drains) and no prestarted idle workers: neither takes
+    part in what is tested, both cost a process start."""
+    import ray
+
+    from hvt.train.ray_env import ensure_ray
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # read when a trainer is made, passed to it
+        env.setenv("RAY_prestart_worker_first_driver", "0")  # read by the raylet ray.init starts
+        ensure_ray(None)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def synthetic_store(tmp_path_factory) -> tuple[str, str]:
     """(store, dataset version path) of a tiny synthetic set with train and val splits."""
     from hvt.ingest import ShardConfig, make_synthetic_dataset, shard_dataset
@@ -101,51 +128,101 @@ def _sites(calls: list[dict], op: str) -> set[str]:
     return {site.split(":")[0] + " " + site.split(" ", 1)[1] for r in calls if r["op"] == op for site in r["sites"]}
 
 
+def _all_checked(records: Path) -> list[dict]:
+    """The guard's records of both workers; every collective they made got device tensors."""
+    calls = guard.records(records)
+    assert calls and all(r["ok"] for r in calls), json.dumps([r for r in calls if not r["ok"]], indent=1)
+    assert len({p.name for p in Path(records).glob("collectives-*.jsonl")}) >= 2, "both workers were guarded"
+    return calls
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-def test_training_and_evaluation_hand_collectives_only_device_tensors(synthetic_store, tmp_path, monkeypatch,
-                                                                     one_torch_thread):
-    import ray
-
-    import hvt.evaluation.distributed as distributed
+def test_training_hands_collectives_only_device_tensors(local_ray, synthetic_store, tmp_path, monkeypatch):
     import hvt.train.trainer as trainer
-    from hvt.config import ModelSpec, OptimConfig, ScalingSpec, TrainConfig
-    from hvt.data import DataConfig
-    from hvt.model import create_model
-    from hvt.train.ray_env import ensure_ray
+    from hvt.config import ModelSpec, OptimConfig, TrainConfig
 
-    store, version_path = synthetic_store
+    store, _ = synthetic_store
     records = tmp_path / "records"
     guard.register()  # the workers cannot import tests/: Ray ships the guard with the wrapped function
     monkeypatch.setattr(trainer, "train_loop_per_worker", guard.guarded(trainer.train_loop_per_worker, records))
-    monkeypatch.setattr(distributed, "_eval_worker", guard.guarded(distributed._eval_worker, records))
     data = DataConfig(num_frames=8, frame_interval=2, train_short_side=(32, 40), test_short_side=32, crop_size=32,
                       static_clips=True, decode_cpus=0.5)
     scaling = ScalingSpec(num_workers=2, cpus_per_worker=0.5, max_failures=0)
     cfg = TrainConfig(store=store, dataset_name="synth", model=ModelSpec(name="haltingvt-nano-g05-b10"), data=data,
                       optim=OptimConfig(epochs=1, warmup_epochs=0, batch_size=4, lr=1e-3), scaling=scaling)
-    ensure_ray(None)
-    try:
-        result = trainer.run_training(cfg)  # a collective on a host tensor fails the run (max_failures=0)
-        model = create_model("haltingvt-nano-g05-b10", num_classes=3)
-        state = {"model": model.state_dict(), "model_config": model.config.to_dict()}
-        evaluated = distributed.evaluate_distributed(state, version_path, "val", data, num_classes=3,
-                                                     scaling=scaling, batch_size=4)
-    finally:
-        ray.shutdown()
+    result = trainer.run_training(cfg)  # a collective on a host tensor fails the run (max_failures=0)
 
-    assert result.metrics["epoch"] == 0 and evaluated["eval_workers"] == 2 and evaluated["clips"] > 0
-    calls = guard.records(records)
-    assert calls and all(r["ok"] for r in calls), json.dumps([r for r in calls if not r["ok"]], indent=1)
-    assert len({p.name for p in Path(records).glob("collectives-*.jsonl")}) >= 2, "both workers were guarded"
+    assert result.metrics["epoch"] == 0
+    calls = _all_checked(records)
     reduced, gathered = _sites(calls, "all_reduce"), _sites(calls, "all_gather")
-    # the training loop: loss and counts over ranks, the val cache decision, RNG states, the data split
+    # loss and counts over ranks, the val cache decision, RNG states, the data split
     assert {"hvt/collectives.py mean_over_ranks", "hvt/collectives.py sum_over_ranks"} <= reduced
     assert "hvt/train/worker_data.py end_epoch" in reduced
     assert "hvt/train/loop.py _gather_rng" in _sites(calls, "all_gather_object")
     assert "hvt/train/worker_data.py split_on_rank0" in _sites(calls, "broadcast_object_list")
-    # torchmetrics' sync (validation and evaluation); the evaluator's wall time and per-clip spend
-    assert {"hvt/evaluation/metrics.py compute", "hvt/train/loop.py validate",
-            "hvt/evaluation/distributed.py _eval_worker"} <= gathered
+    # torchmetrics' sync in validation
+    assert {"hvt/evaluation/metrics.py compute", "hvt/train/loop.py validate"} <= gathered
+
+
+EVAL_DATA = DataConfig(num_frames=8, frame_interval=2, train_short_side=(32, 40), test_short_side=32, crop_size=32,
+                       decode_workers=1, decode_cpus=0.5)
+
+
+@pytest.fixture(scope="module")
+def val_version(tmp_path_factory) -> str:
+    """A val split of 10 clips and one that does not decode, in 3 shards: the 2 workers get unequal shares."""
+    from hvt.data.testing import FakeSample, write_version
+    from hvt.ingest.synthetic import MOTION_CLASSES, encode_h264, render_clip
+
+    classes = list(MOTION_CLASSES[:3])
+    samples = []
+    for i in range(10):
+        clip = render_clip(classes[i % 3], np.random.default_rng(i), frames=16, width=32, height=32)
+        samples.append(FakeSample(f"clip{i:02d}", encode_h264(clip, fps=8), i % 3))
+    samples.append(FakeSample("broken", b"not a video at all", 1))
+    shards = [samples[:4], samples[4:8], samples[8:]]
+    return write_version(str(tmp_path_factory.mktemp("ds") / "v1"), {"val": shards}, classes)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(480)
+def test_two_workers_match_one_process_and_hand_collectives_only_device_tensors(local_ray, val_version, tmp_path,
+                                                                               monkeypatch):
+    """Evaluation on 2 Ray Train workers (under the guard) gives exactly what one process gives: accuracies synced
+    by torchmetrics over DDP, per-clip GFLOPs (mean and percentiles), tokens per layer and halting depths gathered
+    from both shares, and decode failures counted once."""
+    import hvt.evaluation.distributed as distributed
+    from hvt.evaluation.evaluate import evaluate_model
+    from hvt.model import create_model
+    from hvt.model.zoo import model_from_state
+
+    records = tmp_path / "records"
+    guard.register()
+    monkeypatch.setattr(distributed, "_eval_worker", guard.guarded(distributed._eval_worker, records))
+    torch.manual_seed(0)
+    model = create_model("haltingvt-nano-g05-b10", num_classes=3, halt_center=-5.0)  # a low centre: tokens halt early
+    state = {"model": model.state_dict(), "model_config": model.config.to_dict()}
+    single = evaluate_model(model_from_state(state), val_version, "val", EVAL_DATA, num_classes=3, batch_size=4)
+    scaling = ScalingSpec(num_workers=2, cpus_per_worker=0.5)
+    spread = distributed.evaluate_distributed(state, val_version, "val", EVAL_DATA, num_classes=3, scaling=scaling,
+                                              batch_size=4)
+
+    assert single["eval_workers"] == 1 and spread["eval_workers"] == 2
+    assert single["clips"] == spread["clips"] == 10
+    assert single["decode_failures"] == spread["decode_failures"] == 1
+    for key in ("top1", "top5", "gflops_mean", "gflops_p50", "gflops_p90", "gflops_p99", "gflops_min", "gflops_max"):
+        assert spread[key] == pytest.approx(single[key], rel=1e-5), key
+    assert spread["per_class_top1"] == pytest.approx(single["per_class_top1"])
+    assert spread["tokens_per_layer"] == pytest.approx(single["tokens_per_layer"], rel=1e-5)
+    assert spread["halting_depth_histogram"] == single["halting_depth_histogram"]
+    # a low halting centre: clips really differ in what they spent, so the percentiles are informative
+    assert single["gflops_min"] < single["gflops_max"]
+    assert spread["clips_per_s"] > 0
+
+    calls = _all_checked(records)
+    reduced, gathered = _sites(calls, "all_reduce"), _sites(calls, "all_gather")
+    # torchmetrics' sync; the evaluator's wall time and per-clip spend
+    assert {"hvt/evaluation/metrics.py compute", "hvt/evaluation/distributed.py _eval_worker"} <= gathered
     assert {"hvt/collectives.py max_over_ranks", "hvt/evaluation/distributed.py _eval_worker"} <= reduced
     assert "hvt/evaluation/evaluate.py combine_shares" in _sites(calls, "all_gather_object")

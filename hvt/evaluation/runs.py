@@ -58,7 +58,7 @@ def eval_set_identity(manifest_sha256: str, split: str, check: SplitCheck | None
 def evaluation_scaling(scaling: ScalingSpec) -> ScalingSpec:
     """How the post-training evaluation runs: on the training run's workers, except for a CPU run on a one-node
     Ray, where the workers would share this process's cores and a worker group would only add its start-up (about
-    15 s here): then in this process, which gives the same metrics (``tests/test_evaluate_distributed.py``)."""
+    15 s here): then in this process, which gives the same metrics (``tests/test_collectives_device.py``)."""
     import ray
 
     if scaling.use_gpu or scaling.num_workers == 1 or len([n for n in ray.nodes() if n.get("Alive")]) > 1:
