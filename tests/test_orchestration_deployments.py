@@ -146,8 +146,10 @@ def _tiny_params(store: str, *, seed: int = 0) -> dict:
     from pipelines.demo import demo_config
 
     config = demo_config(store, epochs=1)
-    # one training worker: what these tests check is the deployments around the run, not data parallelism
-    config = config.model_copy(update={"seed": seed, "scaling": config.scaling.model_copy(update={"num_workers": 1})})
+    # one training worker and one decode task at a time (each a Ray worker process of its own): what these tests
+    # check is the deployments around the run, not data parallelism
+    config = config.model_copy(update={"seed": seed, "scaling": config.scaling.model_copy(update={"num_workers": 1}),
+                                       "data": config.data.model_copy(update={"decode_workers": 1})})
     synthetic = {"classes": CLASSES, "per_class": PER_CLASS, "seed": 1, "frames": 16, "width": 64, "height": 64}
     return {"config": config.model_dump(mode="json"), "synthetic": synthetic}
 
@@ -201,7 +203,7 @@ def ray_head(tmp_path_factory) -> Iterator[RayHead]:
     env.pop("RAY_ADDRESS", None)
     args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--include-dashboard=true",
-            "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats",
             # the job agent's HTTP port defaults to 52365: another Ray on the machine holding it leaves this head
             # without a job agent ("No available agent to submit job" for good)
             f"--dashboard-agent-listen-port={free_port()}"]
