@@ -1,14 +1,14 @@
 """`hvt sweep` end to end on the tiny synthetic set, tracked by a real MLflow server started here.
 
-One sweep (a grid of two points: keep rate 0.3 and 0.7 of the last Glimpser block at halting centre 20, 1 epoch,
-nano model, one worker per trial, one trial at a time) runs as `hvt sweep` in a subprocess on the module's Ray
-cluster. It is killed once its first trial has finished (the second one then is still training, or waiting to)
-and run again: the re-run restores the Tune experiment, keeps the finished trial (its record and run are not
-touched again), trains the other, prints the Pareto front as JSON, writes the plot and the report and registers
-the front points (lineage: the sweep and the trial), the budget's pick as the candidate for champion.
+One sweep (a 2x2 grid: keep rate of the last Glimpser block x halting centre, 1 epoch, nano model, one worker
+per trial, two trials at a time) runs as `hvt sweep` in a subprocess on the module's Ray cluster. It is killed
+once its first trial has finished (the others then are still training, or waiting to) and run again: the re-run
+restores the Tune experiment, keeps the finished trial (its record and run are not touched again), trains the
+rest, prints the Pareto front as JSON, writes the plot and the report and registers the front points (lineage:
+the sweep and the trial), the budget's pick as the candidate for champion.
 
 The MLflow server (sqlite backend, local artifact root, 127.0.0.1 on a free port) is read back through the
-MLflow client: the sweep's parent run with the two trials nested, a trial's whole config as params, its
+MLflow client: the sweep's parent run with the four trials nested, a trial's whole config as params, its
 per-epoch metrics with steps, its report / plots / config.json as artifacts, the registry version as a tag and
 the mirrored model version carrying the ``champion`` alias. Last, the server is stopped in the middle of a run's
 tracking calls: the calls go on without an error and leave one warning.
@@ -38,7 +38,7 @@ pytest.importorskip("mlflow")
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "haltingvt-nano-g05-b10"
-GRID = {"keep_rate": [0.3, 0.7], "beta": [20.0]}
+GRID = {"keep_rate": [0.3, 0.7], "beta": [5.0, 20.0]}
 EXPERIMENT = "hvt-test-sweep"
 FIRST_TRIAL_BOUND_S, RESUMED_SWEEP_BOUND_S = 600, 900
 
@@ -83,12 +83,12 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """One Ray for the module (both runs of the sweep join it): 2 logical CPUs, enough for the one trial that
-    trains at a time (a trial's Ray Data pipeline needs a whole CPU beside its worker's half)."""
+    """One Ray for the module (both runs of the sweep join it): 4 logical CPUs on the 2 cores, enough for the two
+    trials that train at a time (a trial's Ray Data pipeline needs a whole CPU beside its worker's half)."""
     from raycluster import RayCluster
 
     with RayCluster(tmp_path_factory.mktemp("ray")) as cluster:
-        cluster.add_node(cpus=2, resources={})
+        cluster.add_node(cpus=4, resources={})
         yield cluster
 
 
@@ -116,9 +116,8 @@ def _sweep_config(store: str, tracking_uri: str, ray_address: str) -> SweepConfi
         runtime=RuntimeSpec(log_every_steps=1),
         tracking=TrackingSpec(tracking_uri=tracking_uri, experiment=EXPERIMENT),
     )
-    # one trial at a time: the kill after the first finished one catches the other unfinished (four at once all
-    # trained to their last checkpoint before the first was scored, so the restart only scored them)
-    return SweepConfig(base=base, grid=GRID, max_concurrent=1, budget_gflops=1.0)
+    # two trials at a time: the kill after the first finished one catches at least the last two unfinished
+    return SweepConfig(base=base, grid=GRID, max_concurrent=2, budget_gflops=1.0)
 
 
 def _start_sweep(config: Path, log: Path) -> subprocess.Popen:
@@ -171,7 +170,7 @@ def sweep_run(tmp_path_factory, mlflow_server, dataset_store, ray_cluster):
 def test_sweep_prints_the_front_writes_the_plot_and_registers_the_front(sweep_run):
     summary, store = sweep_run["summary"], sweep_run["store"]
     points = {p["trial"]: p for p in summary["points"]}
-    assert len(points) == len(sweep_run["sweep"].points()) == 2 and all(p["status"] == "evaluated" for p in points.values())
+    assert len(points) == len(sweep_run["sweep"].points()) == 4 and all(p["status"] == "evaluated" for p in points.values())
     assert {tuple(sorted(p["params"].items())) for p in points.values()} == {
         (("beta", b), ("keep_rate", k)) for k in GRID["keep_rate"] for b in GRID["beta"]}
     front = [points[t] for t in summary["front"]]
@@ -202,11 +201,11 @@ def test_sweep_prints_the_front_writes_the_plot_and_registers_the_front(sweep_ru
 
 def test_killed_sweep_resumes_finished_trials_instead_of_starting_over(sweep_run):
     trials = sweep_run["trials"]
-    # one trial at a time: the kill came while the other one was unfinished, so the re-run trained it
-    assert len(sweep_run["finished_first"]) == 1, sweep_run["finished_first"]
+    # two trials at a time: the kill came while the last two were unfinished, so the re-run trained them
+    assert 1 <= len(sweep_run["finished_first"]) <= 2, sweep_run["finished_first"]
     for name, mtime in sweep_run["finished_first"].items():  # a finished trial was not trained or scored again
         assert (trials / name).stat().st_mtime_ns == mtime, f"{name} was redone after the restart"
-    assert len(list(trials.glob("*.json"))) == 2
+    assert len(list(trials.glob("*.json"))) == 4
     assert "resuming" in sweep_run["log"]
 
 
@@ -219,7 +218,7 @@ def test_mlflow_holds_the_sweep_its_trials_their_metrics_artifacts_and_the_champ
     (parent,) = [r for r in runs if r.data.tags.get("hvt.sweep") == sweep_run["summary"]["name"]
                  and "hvt.run_name" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     assert parent.info.status == "FINISHED"
     assert {"front.png", "report.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 

@@ -207,7 +207,8 @@ def run_training(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainR
     checks = verify_dataset(cfg, dataset)
     ensure_ray(cfg.scaling.ray_address)  # the evaluation after training runs on it too
     tracking_run_id = open_tracking_run(cfg, cfg.resolved_run_name(dataset.version), dataset)
-    finished = finished_run(cfg, cfg.resolved_run_name(dataset.version)) if not callbacks else None
+    # a sweep's trial too: it reports its evaluation to Ray Tune itself (hvt.tune.sweep.run_trial)
+    finished = finished_run(cfg, cfg.resolved_run_name(dataset.version))
     if finished is not None:  # nothing left to train (a flow's retry, a re-run): no worker group is started
         run_name = cfg.resolved_run_name(dataset.version)
         log.info("training run %s already finished its %d epochs: using its checkpoints", run_name, cfg.optim.epochs)
