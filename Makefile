@@ -33,10 +33,9 @@ configs: $(STAMP)
 	$(PY) -m pipelines.configs write configs
 
 # Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests in one process: they share its
-# module fixtures (a local Ray, a Prefect server), longest files first (tests/conftest.py). The slowest tests are
-# listed at the end.
+# module fixtures (a local Ray, a Prefect server). The slowest tests are listed at the end.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test: $(STAMP)
 	$(PYTEST)

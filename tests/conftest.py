@@ -42,20 +42,3 @@ def one_torch_thread():
     yield
     torch.set_num_threads(n)
 
-
-# The files that take longest (minutes each, measured with `make test`'s --durations): handed out first.
-LONGEST_FILES = ("test_train_faults.py", "test_orchestration_deployments.py", "test_cluster_multinode.py",
-                 "test_tune_sweep.py", "test_promotion_over_time.py", "test_e2e_finetune.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest files first, then the other integration files, then the rest: `make test` hands whole files
-    to its processes in this order (pytest-xdist --dist loadfile --no-loadscope-reorder), so the long files start
-    at once and the short ones fill in at the end, instead of a long file starting last and running alone."""
-
-    def rank(item: pytest.Item) -> tuple[int, int]:
-        name = item.path.name
-        longest = LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
-        return (longest, item.get_closest_marker("integration") is None)
-
-    items.sort(key=rank)
