@@ -106,8 +106,7 @@ def _hvt_train(cfg: TrainConfig, workdir: Path, *extra: str, timeout: float) -> 
 def _env() -> dict[str, str]:
     """A driver's environment: one torch thread, every log line, no preemption watcher (see the module docstring),
     and no workers prestarted for it (a one-node Ray would start idle ones that its actors cannot use)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-           "RAY_prestart_worker_first_driver": "0"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}  # conftest's Ray settings come along
     env.pop("RAY_ADDRESS", None)
     return env
 

@@ -93,21 +93,17 @@ def test_helpers_without_a_process_group_return_the_local_values():
 
 @pytest.fixture(scope="module")
 def local_ray(one_torch_thread):
-    """One local Ray for the training run and the evaluation run. Its drivers start no Ray Train preemption
-    watcher (an actor per worker group that only logs node drains) and no prestarted idle workers: neither takes
-    part in what is tested, both cost a process start."""
+    """One local Ray for the training run and the evaluation run (tests/conftest.py keeps Ray's prestarted
+    workers and Ray Train's preemption watcher out of it)."""
     import ray
 
     from hvt.train.ray_env import ensure_ray
 
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # read when a trainer is made, passed to it
-        env.setenv("RAY_prestart_worker_first_driver", "0")  # read by the raylet ray.init starts
-        ensure_ray(None)
-        try:
-            yield
-        finally:
-            ray.shutdown()
+    ensure_ray(None)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
