@@ -92,18 +92,8 @@ def test_helpers_without_a_process_group_return_the_local_values():
 
 
 @pytest.fixture(scope="module")
-def local_ray(one_torch_thread):
-    """One local Ray for the training run and the evaluation run (tests/conftest.py keeps Ray's prestarted
-    workers and Ray Train's preemption watcher out of it)."""
-    import ray
-
-    from hvt.train.ray_env import ensure_ray
-
-    ensure_ray(None)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+def local_ray(one_torch_thread, shared_ray):
+    """The test process's local Ray (tests/conftest.py: shared_ray) for the training run and the evaluation run."""
 
 
 @pytest.fixture(scope="module")

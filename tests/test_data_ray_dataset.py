@@ -1,6 +1,5 @@
 """The Ray path end to end on real clips: shards -> read tasks -> decode actor pool -> torch batches."""
 
-import os
 
 import numpy as np
 import pytest
@@ -34,14 +33,8 @@ def version(tmp_path):
 
 
 @pytest.fixture
-def local_ray():
-    """A 2-CPU local Ray for one test, shut down after it."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
+def local_ray(shared_ray):
+    """The test process's local Ray (tests/conftest.py: shared_ray)."""
 
 
 def _train_config(frame_interval: int) -> DataConfig:

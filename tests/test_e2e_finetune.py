@@ -47,10 +47,9 @@ def corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def toy(tmp_path_factory, shared_ray):
     """A synthetic set (3 classes x 4 clips, 64x64) sharded into a store; a DeiT-S-layout file at micro width;
     a TrainConfig JSON with the demo's data settings (64-pixel crops)."""
-    import ray
 
     from pipelines.demo import demo_config
 
@@ -66,8 +65,7 @@ def toy(tmp_path_factory):
     config.update(dataset_name="toy", val_views="2x1", optim={"batch_size": 4})  # optim: the recipe's, batch 4
     config_path = root / "config.json"
     config_path.write_text(json.dumps(config))
-    yield {"store": store, "synth": synth, "deit": deit, "config": str(config_path), "root": root}
-    ray.shutdown()
+    return {"store": store, "synth": synth, "deit": deit, "config": str(config_path), "root": root}
 
 
 def test_finetune_from_deit_then_multi_view_evaluate_register_predict(toy, capsys, one_torch_thread, monkeypatch):

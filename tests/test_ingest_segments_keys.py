@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -150,25 +149,18 @@ def _samples_keys(tar: str) -> list[str]:
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_training_dataset_yields_or_counts_every_manifest_sample(odd_keys) -> None:
+def test_training_dataset_yields_or_counts_every_manifest_sample(odd_keys, shared_ray) -> None:
     """The invariant, per split: samples the training dataset yields + decode failures = samples in the manifest."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
     from hvt.data import build_clip_dataset
 
     config = DataConfig(num_frames=4, frame_interval=2, crop_size=32, train_short_side=(40, 48), test_short_side=40,
                         decode_workers=1, decode_cpus=0.5, decode_batch_rows=2, shuffle_buffer=2)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        for result in odd_keys:
-            manifest = json.loads(Path(result.manifest_url).read_text())
-            for split, entry in manifest["splits"].items():
-                for training in (True, False):
-                    rows = build_clip_dataset(result.path, split, config, training=training).select_columns(
-                        ["key", "decode_ok"]).take_all()
-                    ok = sum(bool(r["decode_ok"]) for r in rows)
-                    assert ok + (len(rows) - ok) == entry["samples"] == len({r["key"] for r in rows})
-                    assert ok == entry["samples"], (split, training)  # these all decode
-    finally:
-        ray.shutdown()
+    for result in odd_keys:
+        manifest = json.loads(Path(result.manifest_url).read_text())
+        for split, entry in manifest["splits"].items():
+            for training in (True, False):
+                rows = build_clip_dataset(result.path, split, config, training=training).select_columns(
+                    ["key", "decode_ok"]).take_all()
+                ok = sum(bool(r["decode_ok"]) for r in rows)
+                assert ok + (len(rows) - ok) == entry["samples"] == len({r["key"] for r in rows})
+                assert ok == entry["samples"], (split, training)  # these all decode

@@ -60,7 +60,7 @@ def test_webdataset_library_reads_every_sample(dataset):
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_ray_read_webdataset_reads_every_sample(dataset):
+def test_ray_read_webdataset_reads_every_sample(dataset, shared_ray):
     import ray
 
     def decoder(sample: dict) -> dict:  # nested: shipped to Ray's read tasks by value
@@ -68,10 +68,6 @@ def test_ray_read_webdataset_reads_every_sample(dataset):
                 for k, v in sample.items()}
 
     manifest, tars = dataset
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        for split, paths in tars.items():
-            rows = ray.data.read_webdataset(paths, decoder=decoder).take_all()
-            _check(rows, manifest, split)
-    finally:
-        ray.shutdown()
+    for split, paths in tars.items():
+        rows = ray.data.read_webdataset(paths, decoder=decoder).take_all()
+        _check(rows, manifest, split)

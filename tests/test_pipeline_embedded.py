@@ -22,9 +22,8 @@ CLASSES, PER_CLASS = 3, 6
 
 
 @pytest.fixture(scope="module")
-def flow_run(tmp_path_factory):
-    import ray
-
+def flow_run(tmp_path_factory, shared_ray):
+    """The demo flow on the test process's local Ray (tests/conftest.py: shared_ray), as `make demo` runs it."""
     from pipelines.demo import demo_config
     from pipelines.params import SyntheticSource
     from pipelines.train import train_haltingvt
@@ -32,10 +31,7 @@ def flow_run(tmp_path_factory):
     store = str(tmp_path_factory.mktemp("store"))
     config = demo_config(store, epochs=1)
     source = SyntheticSource(classes=CLASSES, per_class=PER_CLASS, seed=1, frames=16, width=64, height=64)
-    try:
-        summary = train_haltingvt(config=config, synthetic=source)
-    finally:
-        ray.shutdown()
+    summary = train_haltingvt(config=config, synthetic=source)
     return store, summary
 
 

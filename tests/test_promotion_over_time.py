@@ -59,10 +59,9 @@ def write_annotations(path: Path, rows: list[dict]) -> str:
 
 
 @pytest.fixture(scope="module")
-def over_time(tmp_path_factory):
+def over_time(tmp_path_factory, shared_ray):
     """Two versions of dataset 'toy' in one store (v1, then v2 = v1's annotations plus new rows) and a training
     config with the demo's settings, 4 clips per step on one worker."""
-    import ray
 
     from pipelines.demo import demo_config
 
@@ -89,8 +88,7 @@ def over_time(tmp_path_factory):
     config["data"]["decode_workers"] = 1
     config_path = root / "config.json"
     config_path.write_text(json.dumps(config))
-    yield {"store": store, "v1": versions[0], "v2": versions[1], "config": str(config_path)}
-    ray.shutdown()
+    return {"store": store, "v1": versions[0], "v2": versions[1], "config": str(config_path)}
 
 
 def test_champion_is_rescored_on_the_new_set_and_moves_only_for_a_better_model(over_time, capsys, one_torch_thread):

@@ -69,7 +69,8 @@ def test_readme_section_is_extracted() -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-def test_readme_own_videos_commands_work(realdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_readme_own_videos_commands_work(realdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                        shared_ray) -> None:
     from hvt.cli import main
 
     name, text, commands = own_videos_section((ROOT / "README.md").read_text(encoding="utf-8"))
@@ -84,18 +85,12 @@ def test_readme_own_videos_commands_work(realdata: Path, tmp_path: Path, capsys:
         target.symlink_to(realdata / clip)
 
     outputs: dict[str, str] = {}
-    try:
-        for argv in commands:
-            argv = _relocate(argv, tmp_path)
-            code = main(argv)
-            out = capsys.readouterr().out
-            outputs[argv[0]] = out
-            assert code == 0, f"`hvt {' '.join(argv)}` exited {code}:\n{out}"
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+    for argv in commands:  # `hvt train` runs on the test process's Ray (tests/conftest.py: shared_ray)
+        argv = _relocate(argv, tmp_path)
+        code = main(argv)
+        out = capsys.readouterr().out
+        outputs[argv[0]] = out
+        assert code == 0, f"`hvt {' '.join(argv)}` exited {code}:\n{out}"
 
     with capsys.disabled():  # shown with `pytest -s`: what the README's commands printed
         for command, out in outputs.items():

@@ -51,6 +51,9 @@ def test_train_flow_on_s3_store_keeps_credentials_out_of_everything(tmp_path: Pa
     from pipelines.params import SyntheticSource
     from pipelines.train import train_haltingvt
 
+    # the flow starts its own Ray, whose workers take the block's credentials from the environment it sets: not
+    # one that another module left running (tests/conftest.py: shared_ray)
+    ray.shutdown()
     with seaweedfs_server(tmp_path) as s3:
         secret, key = s3.secret.encode(), s3.key.encode()
         Secret(value={"aws_access_key_id": s3.key, "aws_secret_access_key": s3.secret}).save(BLOCK, overwrite=True)

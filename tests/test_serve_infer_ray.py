@@ -17,12 +17,8 @@ INPUTS = ("frame_index_h264.mp4", "h264_bframes.avi", "editlist_cut.mp4", "vp9.w
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
+def ray_local(shared_ray):
+    """The test process's local Ray (tests/conftest.py: shared_ray)."""
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ def local_ray(tmp_path_factory):
 
     from hvt.train.ray_env import ensure_ray
 
+    ray.shutdown()  # a Ray another module left running (tests/conftest.py: shared_ray) has not got the variable
     os.environ["HVT_TEST_ATTEMPTS_DIR"] = str(tmp_path_factory.mktemp("attempts"))
     ensure_ray(None)
     from ray import cloudpickle
