@@ -99,18 +99,22 @@ def test_a_run_long_dataset_replays_the_per_epoch_datasets(version, local_ray):
     """``first_epoch=e``: the k-th iteration of one dataset, split once, gives every worker exactly the rows, order,
     frames and augmentation that a dataset built for epoch e + k gives it (what a run that builds a split per epoch
     trained on, and what a run resumed at epoch e must replay)."""
+    from hvt.train.worker_data import split_streams
+
     config = _train_config(frame_interval=4)
 
-    def split(**epochs):
+    def split(workers: int, **epochs):
         dataset = build_clip_dataset(version, "train", config, training=True, **epochs)
         dataset = dataset.select_columns(["key", "frames", "aug"])
         dataset.context.execution_options.preserve_order = True
-        return dataset.streaming_split(2, equal=True)
+        return split_streams(dataset, workers, equal=True)
 
-    built = [_split_epoch(split(epoch=epoch)) for epoch in (2, 3, 4, 5)]
-    run_long = split(first_epoch=2)
-    replayed = [_split_epoch(run_long) for _ in range(4)]
-    for epoch, (got, want) in enumerate(zip(replayed, built, strict=True), start=2):
-        assert got == want, f"epoch {epoch}: the run-long dataset differs from the one built for it"
-    assert built[0] != built[1]  # the epochs really differ (order or augmentation), so the match means something
-    assert sum(len(rows) for rows in built[0]) == 6  # 7 samples, equal shares of 3 (the two bad ones included)
+    for workers in (2, 1):  # one worker iterates the dataset itself, without a split coordinator
+        built = [_split_epoch(split(workers, epoch=epoch)) for epoch in (2, 3, 4, 5)]
+        run_long = split(workers, first_epoch=2)
+        replayed = [_split_epoch(run_long) for _ in range(4)]
+        for epoch, (got, want) in enumerate(zip(replayed, built, strict=True), start=2):
+            assert got == want, f"{workers} worker(s), epoch {epoch}: the run-long dataset differs from its epoch's"
+        assert built[0] != built[1]  # the epochs really differ (order or augmentation), so the match means something
+        # 7 samples (the two bad ones included): equal shares of 3 for two workers, all 7 for one
+        assert [len(rows) for rows in built[0]] == ([3, 3] if workers == 2 else [7])

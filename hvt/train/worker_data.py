@@ -130,7 +130,7 @@ class TrainSplits:
                                      first_epoch=first_epoch, decode_resource=self.loop_config.get("decode_resource"))
         dataset = dataset.select_columns(train_columns(self.cfg.data))
         dataset.context.execution_options.preserve_order = self.cfg.runtime.ordered_data
-        return dataset.streaming_split(workers, equal=True)
+        return split_streams(dataset, workers, equal=True)
 
     def batches(self, epoch: int, skip: int = 0) -> Any:
         """This worker's share of epoch ``epoch`` of the training data, as CPU batches (pinned for CUDA), already
@@ -168,9 +168,20 @@ def val_iterator(loop_config: dict[str, Any], cfg: TrainConfig) -> Any:
     def split(workers: int) -> Any:
         dataset = build_clip_dataset(loop_config["val_path"], "val", with_views(cfg.data, cfg.val_views),
                                      training=False, decode_resource=loop_config.get("decode_resource"))
-        return dataset.select_columns(list(BATCH_COLUMNS)).streaming_split(workers, equal=False)
+        return split_streams(dataset.select_columns(list(BATCH_COLUMNS)), workers, equal=False)
 
     return split_on_rank0(split)
+
+
+def split_streams(dataset: Any, workers: int, *, equal: bool) -> list[Any]:
+    """``dataset`` as ``workers`` streams, one per training worker: ``Dataset.streaming_split(workers, equal)``,
+    whose coordinator actor runs the executions and deals the rows out. One worker takes the dataset itself: it
+    runs each execution in its own process, and no coordinator actor is started (measured: two fewer Ray actor
+    processes per run). Either way every iteration is one execution of the dataset, so a run-long dataset's
+    k-th iteration is the same epoch (``hvt.data.ray_dataset``: the execution index)."""
+    if workers == 1:
+        return [dataset]
+    return dataset.streaming_split(workers, equal=equal)
 
 
 def split_on_rank0(split: Callable[[int], list[Any]]) -> Any:
