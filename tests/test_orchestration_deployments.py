@@ -136,9 +136,9 @@ def prefect_stack(tmp_path_factory) -> Iterator[PrefectStack]:
                      "shard-dataset/local", "evaluate-haltingvt/local", "infer-haltingvt/local"):
             assert name in listed, listed
         worker_args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
-        # the worker may need two SIGINTs (the first cancels its runs, the second stops it)
-        with _process(worker_args, client_env, stack.worker_log,
-                      stop_signals=(signal.SIGINT, signal.SIGINT, signal.SIGTERM)):
+        # stopped when every flow run has ended: nothing to cancel, so no long grace (it was ~15 s of each run)
+        with _process(worker_args, client_env, stack.worker_log, stop_signals=(signal.SIGINT, signal.SIGTERM),
+                      grace=5.0):
             yield stack
 
 
