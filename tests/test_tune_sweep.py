@@ -219,6 +219,8 @@ def test_mlflow_holds_the_sweep_its_trials_their_metrics_artifacts_and_the_champ
                  and "hvt.run_name" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    # every trial's run holds its config, the trials off the front (never registered) too
+    assert all("config.json" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in children)
     assert parent.info.status == "FINISHED"
     assert {"front.png", "report.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 

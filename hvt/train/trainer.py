@@ -6,6 +6,7 @@ The run is named deterministically from the config and the dataset version, and 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -180,11 +181,16 @@ def open_tracking_run(cfg: TrainConfig, run_name: str, dataset: DatasetRef) -> s
     tracker = Tracker(resolve_tracking_uri(cfg.tracking))
     if not tracker.enabled:
         return None
-    return tracker.open_run(
+    run_id = tracker.open_run(
         cfg.tracking.experiment, RUN_TAG, run_name, run_name=run_name,
         tags=run_tags(run_name, dataset.name, dataset.version, cfg.model.name, cfg.tracking),
         params=flatten_params(cfg.model_dump(mode="json", exclude={"tracking"})),
     )
+    # every run carries its config.json, also one that is never registered (a sweep trial off the front); a
+    # registered version's upload of the same name replaces it (hvt.stages)
+    config = json.dumps(cfg.model_dump(mode="json", exclude={"store"}), indent=2, sort_keys=True) + "\n"
+    tracker.log_files(run_id, {"config.json": config.encode()})
+    return run_id
 
 
 def run_training(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
