@@ -115,9 +115,10 @@ class TrainSplits:
     run resumes at; Ray's own per-execution reseeding counts executions, which restart at 0 after a restart), so
     epoch e's shard order, within-shard shuffle and every clip's augmentation are functions of ``(seed, e, sample
     key)`` (``hvt.data.ray_dataset.build_clip_dataset``). It splits it once with ``streaming_split(equal=True)``
-    (a single worker keeps it whole: :func:`split_streams`) and hands the splits to the other ranks; every epoch iterates them again (Ray Train's usual pattern: no new
-    split coordinator per epoch). With ``runtime.ordered_data`` the split is deterministic too: rows keep their
-    input order and go to the worker that has received the fewest so far.
+    (a single worker keeps it whole: :func:`split_streams`) and hands the splits to the other ranks; every epoch
+    iterates them again (Ray Train's usual pattern: no new split coordinator per epoch). With
+    ``runtime.ordered_data`` the split is deterministic too: rows keep their input order and go to the worker that
+    has received the fewest so far.
     """
 
     def __init__(self, loop_config: dict[str, Any], cfg: TrainConfig, device: torch.device, first_epoch: int) -> None:
